@@ -108,7 +108,12 @@ def _read_file(path: Path, series_uid: str | None) -> Volume:
 def _read_dicom_series(folder: Path, series_uid: str | None, single_file: Path | None = None) -> Volume:
     import SimpleITK as sitk
 
-    series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    warnings = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)  # our own message replaces ITK's
+    try:
+        series = sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))
+    finally:
+        sitk.ProcessObject.SetGlobalWarningDisplay(warnings)
     if not series:
         raise BoneKitError(f"{folder}: no DICOM image series found in this folder. "
                            f"Point to the folder that holds the .dcm slices, or to an image file.")
