@@ -1,0 +1,75 @@
+"""The bonekit command line: outputs, one-line errors with status 2, nothing written on bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from bonekit import Volume, read_volume, write_volume
+from bonekit.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("info", "phantom", "demo"):
+        assert command in out
+
+
+def test_info_reports_geometry(tmp_path, capsys):
+    v = Volume.from_geometry(np.arange(24, dtype=np.int16).reshape(2, 3, 4), spacing=(0.5, 0.75, 2.0),
+                             origin=(1, 2, 3))
+    path = write_volume(v, tmp_path / "v.nrrd")
+    assert main(["info", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["size_ijk"] == [4, 3, 2] and info["spacing_mm"] == [0.5, 0.75, 2.0]
+    assert info["min"] == 0 and info["max"] == 23 and info["orientation"] == "LPS"
+    assert main(["info", str(path), "--spacing", "0.05,0.05,0.05"]) == 0
+    assert "0.05 x 0.05 x 0.05 mm  (overridden)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["info", "{tmp}/missing.nii.gz"], "no such file"),
+    (["info", "{tmp}/junk.nrrd"], "not a readable image"),
+    (["info", "{tmp}"], "no DICOM image series"),
+    (["info", "{tmp}/junk.nrrd", "--spacing", "1,2"], "needs 3"),
+    (["phantom", "--out", "{tmp}/out", "--fracture", "L2:squash:0.3"], "Fracture type"),
+    (["phantom", "--out", "{tmp}/out", "--void", "L9:5"], "not in the phantom"),
+    (["phantom", "--out", "{tmp}/junk.nrrd"], "not a folder"),
+])
+def test_bad_input_is_one_line_status_2_and_writes_nothing(tmp_path, capsys, argv, message):
+    (tmp_path / "junk.nrrd").write_text("not an image")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bonekit: error:") and message in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_phantom_writes_readable_files(tmp_path, capsys):
+    out = tmp_path / "ph"
+    assert main(["phantom", "--out", str(out), "--spacing", "1,1,2", "--no-truth-morphometry",
+                 "--fracture", "L3:crush:0.45", "--rods", "0,100"]) == 0
+    ct = read_volume(out / "phantom_ct.nii.gz")
+    labels = read_volume(out / "phantom_seg-vert_msk.nii.gz")
+    assert ct.same_grid(labels, atol=1e-5) and np.allclose(ct.spacing, [1, 1, 2])
+    truth = json.loads((out / "phantom_truth.json").read_text())
+    l3 = truth["vertebrae"][2]
+    assert l3["name"] == "L3" and l3["fracture"] == {"type": "crush", "height_loss": 0.45, "grade": 3}
+    assert [r["density_mg_cm3"] for r in truth["calibration"]["rods"]] == [0.0, 100.0]
+
+
+def test_demo_runs_end_to_end_as_a_subprocess(tmp_path):
+    out = tmp_path / "demo"
+    result = subprocess.run([sys.executable, "-m", "bonekit", "demo", "--out", str(out)],
+                            capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert "identical voxels and geometry" in result.stdout
+    assert (out / "summary.txt").read_text().strip() == result.stdout.strip()
+    results = json.loads((out / "demo_results.json").read_text())
+    assert [v["name"] for v in results["truth"]["vertebrae"]] == ["L1", "L2", "L3", "L4", "L5"]
+    assert results["steps"]["io_roundtrip"]["ok"] is True
