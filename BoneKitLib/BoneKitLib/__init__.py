@@ -1,0 +1,40 @@
+"""BoneKitLib: the MRML side of BoneKit, shared by the four modules.
+
+Adapters between the pure-Python core (:mod:`bonekit`) and Slicer nodes:
+volumes, label maps and segmentations, result tables and colour overlays.
+No qt, ctk or ``slicer.ScriptedLoadableModule`` imports, so it works in Slicer,
+in ``PythonSlicer`` and with pip ``slicer-core``.
+
+Example (Slicer's Python console)::
+
+    import BoneKitLib
+    ct = BoneKitLib.volumeFromNode(slicer.util.getNode("CT"))  # bonekit.Volume, LPS geometry
+    node = BoneKitLib.volumeToNode(ct, slicer.mrmlScene, name="copy")
+"""
+
+from .display import COLORMAPS, colorTableNode, showOverlay, showTable
+from .gui import ParameterNodeWidgetMixin, reloadPackages
+from .inputs import (CTInputLogic, CTSummary, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
+                     reportProgress, summarizeCT)
+from .samples import VERSE_NAMES, smallSpinePhantom
+from .segmentations import (LABEL_VALUE_TAG, ensureConverterRules, labelmapToSegmentation, segmentationToLabelmap,
+                            segmentLabelValues)
+from .tables import resultsFromTable, resultsToTable
+from .volumes import ijkToRASMatrix, setIJKToRASMatrix, volumeFromNode, volumeToNode
+
+__all__ = [
+    # volumes
+    "volumeToNode", "volumeFromNode", "ijkToRASMatrix", "setIJKToRASMatrix",
+    # segmentations
+    "labelmapToSegmentation", "segmentationToLabelmap", "segmentLabelValues", "ensureConverterRules",
+    "LABEL_VALUE_TAG",
+    # tables
+    "resultsToTable", "resultsFromTable",
+    # display
+    "COLORMAPS", "colorTableNode", "showOverlay", "showTable",
+    # module inputs
+    "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary", "summarizeCT", "ctSummaryTable",
+    "ProgressCallback", "reportProgress", "CTInputLogic",
+    # samples and GUI plumbing
+    "smallSpinePhantom", "VERSE_NAMES", "ParameterNodeWidgetMixin", "reloadPackages",
+]
