@@ -1,0 +1,120 @@
+"""The Qt-free logic of each module (<M>Lib) on a scene built with pip slicer-core."""
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from slicer_harness import slicer_app  # noqa: E402,F401  (pytest fixture)
+
+from BoneKitLib import (VERSE_NAMES, CTSummary, labelmapToSegmentation, resultsFromTable,  # noqa: E402
+                        smallSpinePhantom, volumeToNode)
+from BoneMorphometryLib import BoneMorphometryLibLogic, VertebraSummary  # noqa: E402
+from BoneSRLib import BoneSRLibLogic  # noqa: E402
+from FocalDefectLib import FocalDefectLibLogic  # noqa: E402
+from SyntheticCTLib import RadiographSummary, SyntheticCTLibLogic  # noqa: E402
+from bonekit import BoneKitError, Volume  # noqa: E402
+
+
+@pytest.fixture
+def phantom():
+    return smallSpinePhantom()
+
+
+@pytest.fixture
+def ctNode(slicer_app, phantom):
+    return slicer.util.addVolumeFromArray(phantom.ct.array, phantom.ct.ijk_to_ras, "CT")
+
+
+def test_bone_morphometry_summarises_each_vertebra(slicer_app, phantom, ctNode):
+    segmentationNode = labelmapToSegmentation(phantom.labels, slicer_app.scene, names=VERSE_NAMES,
+                                              referenceNode=ctNode)
+    progress = []
+    table = BoneMorphometryLibLogic().process(ctNode, segmentationNode,
+                                              progressCallback=lambda f, m: progress.append(f))
+    rows = resultsFromTable(table, VertebraSummary)
+    assert [(r.label, r.name) for r in rows] == [(20, "L1"), (21, "L2")]
+    for row in rows:
+        mask = phantom.labels.array == row.label
+        assert row.voxels == np.count_nonzero(mask)
+        assert row.volume == pytest.approx(row.voxels * 1.5 * 1.5 * 2.0)
+        assert row.meanHU == pytest.approx(phantom.ct.array[mask].mean())
+    assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
+    assert table.GetColumnUnitLabel("Volume") == "mm3"
+
+
+def test_bone_morphometry_needs_a_segmentation(slicer_app, ctNode):
+    with pytest.raises(BoneKitError, match="No vertebra segmentation"):
+        BoneMorphometryLibLogic().process(ctNode, None)
+
+
+@pytest.mark.parametrize("logicClass", [BoneSRLibLogic, FocalDefectLibLogic])
+def test_ct_summary_of_single_ct_modules(slicer_app, phantom, ctNode, logicClass):
+    output = slicer_app.scene.AddNewNodeByClass("vtkMRMLTableNode", "summary")
+    assert logicClass().process(ctNode, output) is output
+    [summary] = resultsFromTable(output, CTSummary)
+    ct = phantom.ct
+    assert (summary.name, summary.orientation) == ("CT", "LPS")
+    assert (summary.size_i, summary.size_j, summary.size_k) == ct.size
+    assert (summary.spacing_i, summary.spacing_j, summary.spacing_k) == pytest.approx(tuple(ct.spacing))
+    assert (summary.minimum, summary.maximum) == (ct.array.min(), ct.array.max())
+    assert summary.mean == pytest.approx(ct.array.mean())
+
+
+@pytest.mark.parametrize("logicClass", [BoneSRLibLogic, FocalDefectLibLogic, BoneMorphometryLibLogic])
+def test_inputs_that_are_not_ct_in_hu_are_refused(slicer_app, phantom, logicClass):
+    eightBit = volumeToNode(Volume(np.clip(phantom.ct.array // 8 + 128, 0, 255).astype(np.uint8)),
+                            slicer_app.scene, name="export")
+    with pytest.raises(BoneKitError, match="lowest value is 0"):
+        logicClass().inputVolume(eightBit)
+    labels = volumeToNode(phantom.labels, slicer_app.scene, labelmap=True, name="labels")
+    with pytest.raises(BoneKitError, match="is a label map"):
+        logicClass().inputVolume(labels)
+    oneSlice = volumeToNode(Volume(phantom.ct.array[:1]), slicer_app.scene, name="slice")
+    with pytest.raises(BoneKitError, match="single slice"):
+        logicClass().inputVolume(oneSlice)
+
+
+def test_bone_sr_needs_axial_slices(slicer_app, phantom):
+    sagittal = phantom.ct.with_array(phantom.ct.array)
+    sagittal.affine[:3, :3] = sagittal.affine[:3, [2, 1, 0]]  # k axis along left-right
+    with pytest.raises(BoneKitError, match="sagittal"):
+        BoneSRLibLogic().inputVolume(volumeToNode(sagittal, slicer_app.scene))
+
+
+def test_focal_defect_refuses_thick_slices_and_shows_loss_maps(slicer_app, phantom, ctNode):
+    logic = FocalDefectLibLogic()
+    thick = volumeToNode(Volume.from_geometry(phantom.ct.array, (0.7, 0.7, 5.0)), slicer_app.scene)
+    with pytest.raises(BoneKitError, match="at most 3 mm"):
+        logic.inputVolume(thick)
+    compositeNodes = slicer_app.addSliceViews()
+    lossMap = volumeToNode(phantom.ct.with_array(np.zeros(phantom.ct.shape, np.float32)), slicer_app.scene)
+    displayNode = logic.showLossMap(lossMap, ctNode)
+    assert displayNode.GetColorNode().GetName() == "BoneKit ColdToHot"
+    assert displayNode.GetLowerThreshold() == pytest.approx(logic.lossMapThreshold)
+    assert all(c.GetForegroundVolumeID() == lossMap.GetID() and c.GetBackgroundVolumeID() == ctNode.GetID()
+               for c in compositeNodes)
+
+
+def radiographNode(image, name, spacing=(0.5, 0.5)):
+    return slicer.util.addVolumeFromArray(image[np.newaxis], np.diag([spacing[1], spacing[0], 1.0, 1.0]), name)
+
+
+def test_synthetic_ct_summarises_both_views(slicer_app):
+    image = np.outer(np.hanning(48), np.hanning(40)).astype(np.float32)
+    apNode = radiographNode(image, "AP")
+    lateralNode = radiographNode(3 * image, "Lateral", (0.5, 0.25))
+    ap, lateral = resultsFromTable(SyntheticCTLibLogic().process(apNode, lateralNode), RadiographSummary)
+    assert (ap.view, ap.name, ap.height, ap.width) == ("AP", "AP", 48, 40)
+    assert (lateral.rowSpacing, lateral.columnSpacing) == (0.5, 0.25)
+    assert lateral.maximum == pytest.approx(3 * ap.maximum)
+
+
+def test_synthetic_ct_refuses_volumes_and_mismatched_views(slicer_app, ctNode):
+    image = np.ones((48, 40), np.float32)
+    with pytest.raises(BoneKitError, match="single slice"):
+        SyntheticCTLibLogic().process(radiographNode(image, "AP"), ctNode)
+    with pytest.raises(BoneKitError, match="same size"):
+        SyntheticCTLibLogic().process(radiographNode(image, "AP"), radiographNode(image[:40], "Lateral"))
+    with pytest.raises(BoneKitError, match="No lateral radiograph"):
+        SyntheticCTLibLogic().process(radiographNode(image, "AP"), None)
