@@ -14,8 +14,8 @@ from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-from BoneKitLib import (VERSE_NAMES, ParameterNodeWidgetMixin, labelmapToSegmentation, resultsFromTable,
-                        showTable, smallSpinePhantom)
+from BoneKitLib import (ParameterNodeWidgetMixin, labelmapToSegmentation, resultsFromTable, showTable,
+                        smallSpinePhantom)
 from BoneMorphometryLib import BoneMorphometryLibLogic, VertebraSummary
 
 
@@ -104,6 +104,8 @@ class BoneMorphometryTest(ScriptedLoadableModuleTest):
         self.test_BoneMorphometryVertebraSummary()
 
     def test_BoneMorphometryVertebraSummary(self) -> None:
+        from bonekit.phantom import VERSE_NAMES
+
         self.delayDisplay("Starting the test")
         phantom = smallSpinePhantom()
         ct, labels = phantom.ct, phantom.labels

@@ -1,19 +1,23 @@
 """The Qt-free logic of each module (<M>Lib) on a scene built with pip slicer-core."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from slicer_harness import slicer_app  # noqa: E402,F401  (pytest fixture)
+from slicer_harness import MODULE_FOLDERS, REPOSITORY, slicer_app  # noqa: E402,F401  (pytest fixture)
 
-from BoneKitLib import (VERSE_NAMES, CTSummary, labelmapToSegmentation, resultsFromTable,  # noqa: E402
+from BoneKitLib import (CTSummary, labelmapToSegmentation, resultsFromTable,  # noqa: E402
                         smallSpinePhantom, volumeToNode)
 from BoneMorphometryLib import BoneMorphometryLibLogic, VertebraSummary  # noqa: E402
 from BoneSRLib import BoneSRLibLogic  # noqa: E402
 from FocalDefectLib import FocalDefectLibLogic  # noqa: E402
 from SyntheticCTLib import RadiographSummary, SyntheticCTLibLogic  # noqa: E402
 from bonekit import BoneKitError, Volume  # noqa: E402
+from bonekit.phantom import VERSE_NAMES  # noqa: E402
 
 
 @pytest.fixture
@@ -118,3 +122,14 @@ def test_synthetic_ct_refuses_volumes_and_mismatched_views(slicer_app, ctNode):
         SyntheticCTLibLogic().process(radiographNode(image, "AP"), radiographNode(image[:40], "Lateral"))
     with pytest.raises(BoneKitError, match="No lateral radiograph"):
         SyntheticCTLibLogic().process(radiographNode(image, "AP"), None)
+
+
+def test_loading_the_libs_stays_light():
+    """Slicer imports BoneKitLib and every <M>Lib when the modules load: SciPy, Numba and torch must wait."""
+    paths = [str(REPOSITORY / folder) for folder in MODULE_FOLDERS]
+    libs = ", ".join(f"{folder}Lib" if folder != "BoneKitLib" else folder for folder in MODULE_FOLDERS)
+    probe = (f"import sys; sys.path[:0] = {paths!r}; import {libs}; "
+             "print(sorted(m for m in ('scipy', 'numba', 'torch') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -8,9 +8,10 @@ slicer = pytest.importorskip("slicer")
 from slicer_harness import slicer_app  # noqa: E402,F401  (pytest fixture)
 
 import vtk  # noqa: E402
-from BoneKitLib import (LABEL_VALUE_TAG, VERSE_NAMES, labelmapToSegmentation, segmentationToLabelmap,  # noqa: E402
+from BoneKitLib import (LABEL_VALUE_TAG, labelmapToSegmentation, segmentationToLabelmap,  # noqa: E402
                         segmentLabelValues, smallSpinePhantom, volumeToNode)
 from bonekit import BoneKitError, Volume  # noqa: E402
+from bonekit.phantom import VERSE_NAMES  # noqa: E402
 
 
 def gappedLabels() -> Volume:

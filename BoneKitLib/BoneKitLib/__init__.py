@@ -16,7 +16,7 @@ from .display import COLORMAPS, colorTableNode, showOverlay, showTable
 from .gui import ParameterNodeWidgetMixin, reloadPackages
 from .inputs import (CTInputLogic, CTSummary, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
                      reportProgress, summarizeCT)
-from .samples import VERSE_NAMES, smallSpinePhantom
+from .samples import smallSpinePhantom
 from .segmentations import (LABEL_VALUE_TAG, ensureConverterRules, labelmapToSegmentation, segmentationToLabelmap,
                             segmentLabelValues)
 from .tables import resultsFromTable, resultsToTable
@@ -36,5 +36,5 @@ __all__ = [
     "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary", "summarizeCT", "ctSummaryTable",
     "ProgressCallback", "reportProgress", "CTInputLogic",
     # samples and GUI plumbing
-    "smallSpinePhantom", "VERSE_NAMES", "ParameterNodeWidgetMixin", "reloadPackages",
+    "smallSpinePhantom", "ParameterNodeWidgetMixin", "reloadPackages",
 ]
