@@ -29,13 +29,14 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 from scipy import ndimage
 
 from .errors import BoneKitError
 from .io import write_json, write_volume
+from .progress import ProgressCallback
 from .thickness import local_thickness, thickness_stats
 from .volume import Volume
 
@@ -45,8 +46,6 @@ VERSE_IDS = {**{f"C{i}": i for i in range(1, 8)}, **{f"T{i}": 7 + i for i in ran
 VERSE_NAMES = {v: k for k, v in VERSE_IDS.items()}
 
 GENANT_TYPES = ("wedge", "biconcave", "crush")
-
-ProgressCallback = Callable[[float, str], None]
 
 
 def genant_grade(height_loss: float) -> int:

@@ -10,11 +10,12 @@ export, a probability map).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 
 from bonekit import BoneKitError, Volume
+from bonekit.progress import ProgressCallback
 from bonekit.results import Result, quantity
 
 from .tables import resultsToTable
@@ -22,9 +23,6 @@ from .volumes import volumeFromNode
 
 __all__ = ["ProgressCallback", "reportProgress", "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary",
            "summarizeCT", "ctSummaryTable", "CTInputLogic"]
-
-#: ``callback(fraction, message)``: fraction of the work done (0..1) and what is being done.
-ProgressCallback = Callable[[float, str], None]
 
 #: Plausible HU bounds: the lowest value must show air or padding, the highest some bone or tissue.
 AIR_BELOW_HU = -200.0
