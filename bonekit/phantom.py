@@ -37,13 +37,10 @@ from scipy import ndimage
 from .errors import BoneKitError
 from .io import write_json, write_volume
 from .progress import ProgressCallback
+from .points import VERSE_IDS, VERSE_NAMES  # noqa: F401 (re-exported)
 from .thickness import local_thickness, thickness_stats
 from .volume import Volume
 
-#: VerSe label ids (Löffler et al. 2020): C1-C7 = 1-7, T1-T12 = 8-19, L1-L6 = 20-25, T13 = 28.
-VERSE_IDS = {**{f"C{i}": i for i in range(1, 8)}, **{f"T{i}": 7 + i for i in range(1, 13)},
-             **{f"L{i}": 19 + i for i in range(1, 7)}, "T13": 28}
-VERSE_NAMES = {v: k for k, v in VERSE_IDS.items()}
 
 GENANT_TYPES = ("wedge", "biconcave", "crush")
 
@@ -248,6 +245,14 @@ class _Vertebra:
             else:  # crush: the whole body loses height
                 z_sup = z_sup - loss
         return z_inf, z_sup
+
+    def voi(self, diameter_mm: float = 15.0, half_height_mm: float = 5.0, inset_mm: float = 5.0) -> dict:
+        """The cylindrical VOI of Jin et al. 2021 by construction: on the central slice (half-way up
+        the middle height), ``inset_mm`` behind the anterior wall on the mid-sagittal line, tangent."""
+        z_inf, z_sup = self.endplates(np.array(0.0), np.array(self.middle_y))
+        local = np.array([0.0, -self.b + inset_mm + diameter_mm / 2, float(z_inf + z_sup) / 2])
+        return {"centre_lps_mm": (self.centre + self.frame @ local).tolist(), "axis_lps": self.frame[:, 2].tolist(),
+                "diameter_mm": diameter_mm, "height_mm": 2 * half_height_mm}
 
     def heights(self) -> dict:
         """Anterior, middle and posterior body heights (mm) in the mid-sagittal plane, along local z."""
@@ -476,7 +481,7 @@ def spine_phantom(config: PhantomConfig | None = None, progress: ProgressCallbac
         record = {"name": v.name, "label": label, "centre_lps_mm": v.centre.tolist(),
                   "superior_axis_lps": v.frame[:, 2].tolist(), "anterior_axis_lps": (-v.frame[:, 1]).tolist(),
                   "body_semi_axes_mm": [v.a, v.b], "body_height_mm": v.h,
-                  "heights_mm": v.heights(), "BV/TV_nominal": v.bvtv,
+                  "heights_mm": v.heights(), "voi": v.voi(), "BV/TV_nominal": v.bvtv,
                   "BMD": float((occ_inner * frac).sum() / weight * cfg.tissue_density) if weight else None,
                   "BV/TV": float((occ_inner * frac).sum() / weight) if weight else None,
                   "trabecular_voxels": int(trab_here.sum()), "voids": void_truth}
