@@ -145,6 +145,96 @@ def cmd_phantom(args) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- segment / vertebra / calibrate
+def _not_an_input(out: Path, *inputs) -> None:
+    """Refuse an output path that would overwrite one of the inputs."""
+    for item in inputs:
+        if item and Path(item).expanduser().resolve() == out.expanduser().resolve():
+            raise BoneKitError(f"{out} is also an input; choose another output path (inputs are never overwritten).")
+
+
+def cmd_segment(args) -> int:
+    from .io import read_volume, write_volume
+    from .points import VERSE_NAMES, read_points
+    from .segment import SegmentationParameters, segment_vertebrae
+
+    out = Path(args.out)
+    _not_an_input(out, args.ct, args.points, args.centroids, args.seeds)
+    ct = read_volume(args.ct, spacing=_spacing(args.spacing))
+    params = SegmentationParameters(bone_hu=args.bone_hu, seed_hu=args.seed_hu)
+    points = seeds = None
+    if args.seeds:
+        seeds = read_volume(args.seeds, spacing=_spacing(args.spacing))
+    else:
+        points = read_points(args.points or args.centroids, image=ct)
+    progress = _Progress("segment")
+    started = time.perf_counter()
+    try:
+        labels = segment_vertebrae(ct, points, seeds=seeds, params=params, progress=progress)
+    finally:
+        progress.close()
+    write_volume(labels, out)
+    vox = ct.voxel_volume
+    counts = {int(v): int((labels.array == v).sum()) for v in sorted(set(labels.array.ravel().tolist()) - {0})}
+    print(f"segmented {len(counts)} vertebrae in {time.perf_counter() - started:.1f} s -> {out}")
+    for vid, n in counts.items():
+        print(f"  {VERSE_NAMES[vid]:<4} label {vid:>2}  {n * vox / 1000:8.1f} cm3")
+    return 0
+
+
+def _load_calibration(args):
+    from .calibration import Calibration, parse_pairs
+
+    if args.calibration and args.calibration_pairs:
+        raise BoneKitError("Give --calibration FILE or --calibration-pairs, not both.")
+    if args.calibration:
+        return Calibration.load(args.calibration)
+    if args.calibration_pairs:
+        return Calibration.fit(*parse_pairs(args.calibration_pairs))
+    return None
+
+
+def cmd_vertebra(args) -> int:
+    from .io import read_volume, write_json, write_volume
+    from .vertebra import VertebraParameters, VertebraResult, analyse_vertebrae
+
+    out = _output_dir(args.out)
+    _not_an_input(Path(args.json), args.ct, args.labels)
+    ct = read_volume(args.ct, spacing=_spacing(args.spacing))
+    labels = read_volume(args.labels, spacing=_spacing(args.spacing))
+    calibration = _load_calibration(args)
+    params = VertebraParameters(erosion_mm=args.erosion, voi_diameter_mm=args.voi_diameter,
+                                voi_half_height_mm=args.voi_half_height)
+    rows, masks = analyse_vertebrae(ct, labels, calibration, params)
+    out.mkdir(exist_ok=True)
+    files = {name: write_volume(getattr(masks, name), out / f"{name}.nii.gz").name for name in ("body", "roi", "voi")}
+    result = {"ct": str(args.ct), "labels": str(args.labels),
+              "calibration": calibration.to_dict() if calibration else None,
+              "bmd_calibrated": calibration is not None,
+              "note": None if calibration else "BMD is uncalibrated: mean HU is reported; give --calibration for BMD.",
+              "parameters": vars(params), "units": VertebraResult.units(), "masks": files,
+              "vertebrae": [r.to_dict() for r in rows]}
+    write_json(result, args.json)
+    value = "BMD mg/cm3" if calibration else "HU (uncalibrated)"
+    print(f"  {'level':<5} {value:>18} {'Ha':>5} {'Hm':>5} {'Hp':>5}  Genant")
+    for r in rows:
+        shown = r.BMD if calibration else r.HU
+        grade = f"grade {r.grade} {r.fracture_type or ''}".rstrip() if r.grade is not None else "n/a"
+        print(f"  {r.vertebra:<5} {shown:18.1f} {r.Ha:5.1f} {r.Hm:5.1f} {r.Hp:5.1f}  {grade}")
+    print(f"masks ({', '.join(files.values())}) -> {out}; results -> {args.json}")
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from .calibration import Calibration, parse_pairs
+
+    cal = Calibration.fit(*parse_pairs(args.pairs), scanner=args.scanner or "", protocol=args.protocol or "")
+    cal.save(args.out)
+    print(f"BMD = {cal.slope:.6g} x HU + {cal.intercept:.6g} mg HA/cm3 (R2 {cal.r2:.6f}, {len(cal.pairs)} inserts) "
+          f"-> {args.out}")
+    return 0
+
+
 # ----------------------------------------------------------------------------- demo
 def _truth_table(truth: dict) -> list[str]:
     lines = [f"  {'level':<5} {'BMD':>7} {'BV/TV':>6} {'Tb.Th':>6} {'Tb.Sp':>6} {'Ha':>5} {'Hm':>5} {'Hp':>5}  fracture",
@@ -157,6 +247,57 @@ def _truth_table(truth: dict) -> list[str]:
         lines.append(f"  {v['name']:<5} {v['BMD']:7.1f} {v['BV/TV']:6.3f} {fs.get('Tb.Th', float('nan')):6.3f} "
                      f"{fs.get('Tb.Sp', float('nan')):6.3f} {h['anterior']:5.1f} {h['middle']:5.1f} "
                      f"{h['posterior']:5.1f}  {fx}")
+    return lines
+
+
+def _demo_vertebrae(phantom, out: Path, steps: dict) -> list[str]:
+    """Calibration from the rods, segmentation from one point per vertebra, per-vertebra analysis."""
+    import numpy as np
+
+    from .calibration import Calibration, rod_mean_hu
+    from .io import write_json, write_volume
+    from .points import read_points, write_csv_points
+    from .segment import segment_vertebrae
+    from .vertebra import VertebraResult, analyse_vertebrae
+
+    started = time.perf_counter()
+    rods = phantom.truth["calibration"]["rods"]
+    hu = [rod_mean_hu(phantom.ct, r["centre_lps_mm"], r["diameter_mm"]) for r in rods]
+    calibration = Calibration.fit(hu, [r["density_mg_cm3"] for r in rods], scanner="bonekit phantom")
+    calibration.save(out / "calibration.json")
+    write_csv_points({v["label"]: np.array(v["centre_lps_mm"]) for v in phantom.truth["vertebrae"]},
+                     out / "points.csv")
+    progress = _Progress("demo: segmentation")
+    try:
+        labels = segment_vertebrae(phantom.ct, read_points(out / "points.csv"), progress=progress)
+    finally:
+        progress.close()
+    write_volume(labels, out / "segmentation.nii.gz")
+    rows, masks = analyse_vertebrae(phantom.ct, labels, calibration)
+    for name in ("body", "roi", "voi"):
+        write_volume(getattr(masks, name), out / f"{name}.nii.gz")
+    write_json({"calibration": calibration.to_dict(), "units": VertebraResult.units(),
+                "vertebrae": [r.to_dict() for r in rows]}, out / "vertebrae.json")
+    truth = {v["label"]: v for v in phantom.truth["vertebrae"]}
+    lines = [f"Calibration from the rods: BMD = {calibration.slope:.4f} x HU + {calibration.intercept:.2f} "
+             f"(R2 {calibration.r2:.5f}; truth {1 / phantom.config.hu_slope:.4f} x HU + "
+             f"{-phantom.config.hu_intercept / phantom.config.hu_slope:.2f})",
+             "Segmentation from one point per vertebra, then body, 6 mm ROI, VOI, BMD, heights, grade "
+             "(measured / truth):",
+             f"  {'level':<5} {'Dice':>6} {'BMD mg/cm3':>13} {'Ha mm':>11} {'Hm mm':>11} {'Hp mm':>11}  Genant"]
+    dice = {}
+    for r in rows:
+        t = truth[r.label]
+        a, b = labels.array == r.label, phantom.labels.array == r.label
+        dice[r.vertebra] = float(2 * (a & b).sum() / (a.sum() + b.sum()))
+        h = t["heights_mm"]
+        grade = f"{r.grade} {r.fracture_type or ''}".rstrip()
+        tgrade = f"{t['fracture']['grade']} {t['fracture']['type'] or ''}".rstrip()
+        lines.append(f"  {r.vertebra:<5} {dice[r.vertebra]:6.3f} {r.BMD:6.1f}/{t['BMD']:6.1f} "
+                     f"{r.Ha:5.1f}/{h['anterior']:5.1f} {r.Hm:5.1f}/{h['middle']:5.1f} {r.Hp:5.1f}/{h['posterior']:5.1f}"
+                     f"  {grade} / {tgrade}")
+    steps["vertebrae"] = {"seconds": round(time.perf_counter() - started, 2), "dice": dice,
+                          "calibration": calibration.to_dict(), "results": [r.to_dict() for r in rows]}
     return lines
 
 
@@ -185,6 +326,8 @@ def cmd_demo(args) -> int:
     io_ok = bool((reread.array == phantom.ct.array).all() and reread.same_grid(phantom.ct, atol=1e-5))
     steps["io_roundtrip"] = {"ok": io_ok}
 
+    vertebra_lines = _demo_vertebrae(phantom, out, steps)
+
     results = {"bonekit_version": __version__, "input": "embedded spine phantom (seed %d)" % args.seed,
                "ct": phantom.ct.describe(), "steps": steps, "truth": phantom.truth}
     write_json(results, out / "demo_results.json")
@@ -195,7 +338,10 @@ def cmd_demo(args) -> int:
              f"{', '.join(f'{r:g}' for r in config.calibration_rods)} mg HA/cm3",
              "Ground truth per vertebra (BMD in the trabecular compartment; Tb.Th/Tb.Sp of the fine structure):",
              *_truth_table(phantom.truth),
-             f"Files written in {out}: " + ", ".join(p.name for p in paths.values()) + ", demo_results.json",
+             *vertebra_lines,
+             f"Files written in {out}: " + ", ".join(p.name for p in paths.values()) +
+             ", calibration.json, points.csv, segmentation.nii.gz, body/roi/voi.nii.gz, vertebrae.json, "
+             "demo_results.json",
              f"Round trip of the written CT: {'identical voxels and geometry' if io_ok else 'MISMATCH'}",
              f"Done in {time.perf_counter() - started:.1f} s."]
     summary = "\n".join(lines)
@@ -235,6 +381,42 @@ def build_parser() -> argparse.ArgumentParser:
                    help="instead of the spine, write a trabecular micro-CT block at this voxel size")
     p.add_argument("--bvtv", type=float, default=0.15, help="BV/TV of the micro-CT block (default 0.15)")
     p.set_defaults(func=cmd_phantom)
+
+    p = sub.add_parser("segment", help="vertebra label map (VerSe ids) by GrowCut from one point per vertebra")
+    p.add_argument("ct", help="CT image or DICOM series (HU)")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--points", metavar="FILE",
+                     help="Slicer markups (.mrk.json, labels L1, T12 ...) or CSV label,x,y,z in LPS mm: "
+                          "one point inside each vertebral body")
+    src.add_argument("--centroids", metavar="CTD.json", help="VerSe centroid JSON (voxel coordinates)")
+    src.add_argument("--seeds", metavar="LABELS",
+                     help="explicit seed label map: VerSe ids seed vertebrae, other values background")
+    p.add_argument("--out", required=True, metavar="LABELS.nii.gz", help="output label map")
+    p.add_argument("--spacing", metavar="SX,SY,SZ", help="voxel size in mm replacing the header's")
+    p.add_argument("--bone-hu", type=float, default=150.0, help="bone threshold for seed placement (default 150)")
+    p.add_argument("--seed-hu", type=float, default=400.0, help="HU above which bone seeds the spine (default 400)")
+    p.set_defaults(func=cmd_segment)
+
+    p = sub.add_parser("vertebra", help="body, 6 mm ROI, cylindrical VOI, BMD or HU, heights and Genant grade")
+    p.add_argument("ct", help="CT image (HU)")
+    p.add_argument("--labels", required=True, help="vertebra label map (VerSe ids), e.g. from bonekit segment")
+    p.add_argument("--out", required=True, help="folder for body.nii.gz, roi.nii.gz, voi.nii.gz")
+    p.add_argument("--json", required=True, metavar="OUT.json", help="per-vertebra results with units")
+    p.add_argument("--calibration", metavar="FILE", help="calibration JSON (bonekit calibrate)")
+    p.add_argument("--calibration-pairs", metavar="HU:MG,...", help="calibration inserts as HU:mg HA/cm3 pairs")
+    p.add_argument("--spacing", metavar="SX,SY,SZ", help="voxel size in mm replacing the header's")
+    p.add_argument("--erosion", type=float, default=6.0, help="ROI erosion inside the body, mm (default 6)")
+    p.add_argument("--voi-diameter", type=float, default=15.0, help="cylindrical VOI diameter, mm (default 15)")
+    p.add_argument("--voi-half-height", type=float, default=5.0,
+                   help="VOI extent above and below the central slice, mm (default 5)")
+    p.set_defaults(func=cmd_vertebra)
+
+    p = sub.add_parser("calibrate", help="fit and save a HU -> mg HA/cm3 calibration from phantom inserts")
+    p.add_argument("--pairs", required=True, metavar="HU:MG,...", help="measured HU and known density per insert")
+    p.add_argument("--scanner", help="scanner name, stored with the calibration")
+    p.add_argument("--protocol", help="protocol (kVp, kernel ...), stored with the calibration")
+    p.add_argument("--out", required=True, metavar="CAL.json")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("demo", help="run every capability on the embedded phantom and print a summary")
     p.add_argument("--out", default="bonekit-demo", help="output folder (default ./bonekit-demo)")

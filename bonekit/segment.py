@@ -51,7 +51,7 @@ class SegmentationParameters:
     #: background seed regions smaller than this are dropped (marrow seen through cortical gaps)
     min_background_mm3: float = 1000.0
     #: background seeds lie at least this far from bone (mm)
-    background_distance_mm: float = 1.0
+    background_distance_mm: float = 0.5
     #: a direction is open when no bone lies within this distance along it (mm)
     enclosure_mm: float = 30.0
     #: bone farther than this from the line through the points is background (mm)
@@ -133,9 +133,9 @@ def _check_points(ct: Volume, points: Points) -> dict[int, np.ndarray]:
     return ijk
 
 
-def _neighbour_checks(ct: Volume, smooth: np.ndarray, ijk_kji: dict[int, np.ndarray], bone_hu: float,
-                      origin_kji: np.ndarray) -> None:
-    """Refuse two points in one vertebra: adjacent points must be separated by a disc or gap."""
+def _check_plausible(ct: Volume, smooth: np.ndarray, ijk_kji: dict[int, np.ndarray], bone_hu: float,
+                     origin_kji: np.ndarray) -> None:
+    """Refuse points that cannot be right: two in one vertebra (closer than 10 mm), none near bone."""
     sp = ct.spacing_kji
     ids = sorted(ijk_kji)
     for a, b in zip(ids[:-1], ids[1:]):
@@ -144,12 +144,11 @@ def _neighbour_checks(ct: Volume, smooth: np.ndarray, ijk_kji: dict[int, np.ndar
         if dist < 10.0:
             raise BoneKitError(f"The points for {VERSE_NAMES[a]} and {VERSE_NAMES[b]} are only {dist:.1f} mm apart: "
                                f"two points in one vertebra? Give one point per vertebra.")
-        n = max(int(dist / (0.5 * sp.min())), 2)
-        samples = pa[None, :] + np.linspace(0, 1, n)[:, None] * (pb - pa)[None, :] - origin_kji
-        values = ndimage.map_coordinates(smooth, samples.T, order=1, mode="nearest")
-        if values.min() > bone_hu:
-            raise BoneKitError(f"The line from {VERSE_NAMES[a]} to {VERSE_NAMES[b]} never leaves bone (no disc "
-                               f"between them): are both points in one vertebra? Give one point per vertebra.")
+    for vid, p in ijk_kji.items():  # some bone must lie near each point
+        box, ball = _ball(smooth.shape, p - origin_kji, 15.0, sp)
+        if not (smooth[box][ball] > bone_hu).any():
+            raise BoneKitError(f"No bone (> {bone_hu:g} HU) within 15 mm of the point for {VERSE_NAMES[vid]}: "
+                               f"place it inside the vertebral body (is the image in HU?).")
 
 
 def _virtual_neighbours(nodes: np.ndarray, ids: list[int], spacing_kji: np.ndarray) -> list[np.ndarray]:
@@ -192,7 +191,10 @@ def spine_seeds(intensity: np.ndarray, spacing_kji: np.ndarray, points_kji: dict
     nodes = np.array([points_kji[v] for v in ids])
     near = _distance_to_polyline(shape, spacing_kji, nodes) <= params.far_bone_mm
     seeds[bone & ~near] = 2
-    seeds[(intensity > params.seed_hu) & near] = 1
+    # certain bone: bright, and not on the outer slope of a brighter neighbour (a blurred thin
+    # cortex spills half-bright voxels outside the bone; GrowCut decides those)
+    peak = ndimage.maximum_filter(intensity, size=3)
+    seeds[(intensity > params.seed_hu) & (intensity >= 0.5 * peak) & near] = 1
     for vid in ids:
         box, ball = _ball(shape, points_kji[vid], params.seed_radius_mm, spacing_kji)
         seeds[box][ball] = 1
@@ -284,7 +286,7 @@ def segment_vertebrae(ct: Volume, points: Points | None = None, *, seeds: Volume
     report(0.05, "smoothing")
     sub = _smooth(ct.array[box], ct.spacing_kji, params.smoothing_mm)
     pts_kji = {v: p[::-1] - origin_kji for v, p in ijk.items()}
-    _neighbour_checks(ct, sub, {v: p[::-1] for v, p in ijk.items()}, params.bone_hu, origin_kji)
+    _check_plausible(ct, sub, {v: p[::-1] for v, p in ijk.items()}, params.bone_hu, origin_kji)
     labels = {vid: n + 1 for n, vid in enumerate(sorted(pts_kji))}
     report(0.15, "placing seeds")
     first = spine_seeds(sub, ct.spacing_kji, pts_kji, params)
@@ -293,6 +295,7 @@ def segment_vertebrae(ct: Volume, points: Points | None = None, *, seeds: Volume
     report(0.6, "splitting the spine into vertebrae")
     seed_array = vertebra_seeds(spine, ct.spacing_kji, pts_kji, params, labels)
     grown = grow(sub, seed_array, tuple(ct.spacing), (~spine).astype(np.uint8))
+    _refuse_shared_vertebrae(grown, labels, ct.spacing_kji)
     report(0.85, "cleaning up")
     out = np.zeros(ct.array.shape, np.uint8)
     out_box = out[box]
@@ -303,6 +306,26 @@ def segment_vertebrae(ct: Volume, points: Points | None = None, *, seeds: Volume
         out_box[part] = vid
     report(1.0, "segmentation done")
     return ct.with_array(out, units="label", modality="SEG", metadata={"label_names": "VerSe"})
+
+
+def _refuse_shared_vertebrae(grown: np.ndarray, labels: dict[int, int], spacing_kji: np.ndarray,
+                             max_contact_mm2: float = 200.0) -> None:
+    """Two points in one vertebra split it with a wide cut through bone; neighbouring vertebrae
+    only touch at small joints (the disc is not bone). Refuse labels sharing a wide interface."""
+    names = {value: VERSE_NAMES[vid] for vid, value in labels.items()}
+    faces = (spacing_kji[1] * spacing_kji[2], spacing_kji[0] * spacing_kji[2], spacing_kji[0] * spacing_kji[1])
+    contact: dict[tuple[int, int], float] = {}
+    for axis in range(3):
+        a = np.moveaxis(grown, axis, 0)
+        lo, hi = a[:-1], a[1:]
+        touching = (lo != hi) & np.isin(lo, list(names)) & np.isin(hi, list(names))
+        for x, y in zip(lo[touching].tolist(), hi[touching].tolist()):
+            key = (min(x, y), max(x, y))
+            contact[key] = contact.get(key, 0.0) + faces[axis]
+    for (x, y), area in contact.items():
+        if area > max_contact_mm2:
+            raise BoneKitError(f"{names[x]} and {names[y]} share a {area:.0f} mm2 cut through bone: are both points "
+                               f"in one vertebra? Give one point per vertebra, each inside its own body.")
 
 
 def _smooth(array: np.ndarray, spacing_kji: np.ndarray, sigma_mm: float) -> np.ndarray:

@@ -170,13 +170,13 @@ def trabecular_roi(body: np.ndarray, spacing_kji, erosion_mm: float) -> np.ndarr
     return dist > erosion_mm
 
 
-def _run_length(values: np.ndarray, step: float, start: int) -> float:
-    """Length of the run of ``values >= 0.5`` around index ``start`` (0 if outside)."""
+def _run_bounds(values: np.ndarray, ts: np.ndarray, start: int) -> tuple[float, float] | None:
+    """Sub-sample ends (0.5 crossings) of the run of ``values >= 0.5`` nearest index ``start``."""
     inside = values >= 0.5
     if not inside[start]:
         hits = np.nonzero(inside)[0]
         if hits.size == 0:
-            return 0.0
+            return None
         start = hits[np.argmin(np.abs(hits - start))]
     lo = start
     while lo > 0 and inside[lo - 1]:
@@ -184,55 +184,91 @@ def _run_length(values: np.ndarray, step: float, start: int) -> float:
     hi = start
     while hi < len(inside) - 1 and inside[hi + 1]:
         hi += 1
+    step = ts[1] - ts[0]
 
-    def edge(a, b):  # sub-step position of the 0.5 crossing between samples a (in) and b (out)
+    def frac(a, b):  # fraction of a step from sample a (inside) towards b (outside) where 0.5 is crossed
         va, vb = values[a], values[b]
         return (va - 0.5) / (va - vb) if va != vb else 0.5
 
-    length = (hi - lo) * step
-    length += edge(lo, lo - 1) * step if lo > 0 else 0.0
-    length += edge(hi, hi + 1) * step if hi < len(inside) - 1 else 0.0
-    return float(length)
+    t_lo = ts[lo] - (frac(lo, lo - 1) * step if lo > 0 else 0.0)
+    t_hi = ts[hi] + (frac(hi, hi + 1) * step if hi < len(inside) - 1 else 0.0)
+    return float(t_lo), float(t_hi)
+
+
+def _endplate_edge(profile: np.ndarray, ts: np.ndarray, t_mask: float, outward: int) -> float:
+    """Endplate surface near the mask edge ``t_mask``, from the CT profile: where the intensity,
+    going outward from the endplate's peak, falls half-way to the disc level beyond it.
+
+    A thin bright endplate blurred by the scanner spills half-bright voxels outside the bone, so
+    a mask drawn on intensities sits up to half a voxel outside; the half-way point of the
+    profile does not. Falls back to ``t_mask`` when no distinct endplate peak is seen.
+    """
+    def window(a, b):
+        lo, hi = sorted((t_mask + outward * a, t_mask + outward * b))
+        return (ts >= lo) & (ts <= hi)
+
+    near, beyond = window(-2.5, 0.5), window(2.0, 4.0)
+    if not near.any() or not beyond.any():
+        return t_mask
+    idx = np.nonzero(near)[0]
+    peak_i = idx[np.argmax(profile[idx])]
+    peak, outside = profile[peak_i], float(profile[beyond].min())
+    if peak - outside < 150.0:
+        return t_mask
+    half = 0.5 * (peak + outside)
+    i = peak_i
+    while 0 <= i + outward < len(ts) and profile[i + outward] >= half:
+        i += outward
+    j = i + outward
+    if not 0 <= j < len(ts):
+        return t_mask
+    f = (profile[i] - half) / (profile[i] - profile[j]) if profile[i] != profile[j] else 0.5
+    return float(ts[i] + outward * f * (ts[1] - ts[0]))
 
 
 class _Sampler:
-    """Linear interpolation of a mask at physical points."""
+    """Linear interpolation of an array (mask or CT) at physical points."""
 
-    def __init__(self, ct: Volume, mask: np.ndarray):
+    def __init__(self, ct: Volume, array: np.ndarray):
         self.inv = np.linalg.inv(ct.affine)
-        self.mask = mask.astype(np.float32)
+        self.array = np.asarray(array, dtype=np.float32)
 
     def __call__(self, lps: np.ndarray) -> np.ndarray:
         ijk = lps @ self.inv[:3, :3].T + self.inv[:3, 3]
-        return ndimage.map_coordinates(self.mask, ijk[:, ::-1].T, order=1, mode="constant", cval=0.0)
+        return ndimage.map_coordinates(self.array, ijk[:, ::-1].T, order=1, mode="nearest")
 
 
-def _geometry(ct: Volume, body: np.ndarray, origin: np.ndarray, frame: np.ndarray, p: VertebraParameters) -> dict:
+def _geometry(ct: Volume, body: np.ndarray, hu: np.ndarray, origin: np.ndarray, frame: np.ndarray,
+              p: VertebraParameters) -> dict:
     """Walls, mid-sagittal line, central slice and the three heights of one body."""
     idx = np.argwhere(body)
     loc = _local_coordinates(ct, idx, origin, frame)
-    sampler = _Sampler(ct, body)
+    sampler, hu_sampler = _Sampler(ct, body), _Sampler(ct, hu)
     step = 0.05
     ts = np.arange(-60.0, 60.0 + step, step)
 
-    def column(x, y, z0=0.0):
-        pts = origin + frame @ np.array([x, y, 0.0]) + np.outer(ts + z0, frame[:, 2])
-        return sampler(pts)
+    def points(x, y):
+        return origin + frame @ np.array([x, y, 0.0]) + np.outer(ts, frame[:, 2])
 
     band = max(ct.spacing.max(), 1.0)
     x_mid = 0.5 * (loc[:, 0].min() + loc[:, 0].max())
     # central slice: half-way up the body along its lateral centre line, at mid-depth
     sag = np.abs(loc[:, 0] - x_mid) <= band
     y_mid0 = 0.5 * (loc[sag, 1].min() + loc[sag, 1].max())
-    values = column(x_mid, y_mid0)
-    inside = np.nonzero(values >= 0.5)[0]
+    inside = np.nonzero(sampler(points(x_mid, y_mid0)) >= 0.5)[0]
     z_c = float(ts[inside].mean()) if inside.size else 0.0
     y_front, y_back = _line_a_edges(sampler, origin, frame, x_mid, z_c, loc[sag, 1].min(), loc[sag, 1].max())
     y_mid = 0.5 * (y_front + y_back)
     heights = {}
     start = int(np.argmin(np.abs(ts - z_c)))
     for key, y in (("anterior", y_front + p.wall_inset_mm), ("middle", y_mid), ("posterior", y_back - p.wall_inset_mm)):
-        heights[key] = _run_length(column(x_mid, y), step, start)
+        pts = points(x_mid, y)
+        bounds = _run_bounds(sampler(pts), ts, start)
+        if bounds is None:
+            heights[key] = 0.0
+            continue
+        profile = hu_sampler(pts)
+        heights[key] = _endplate_edge(profile, ts, bounds[1], +1) - _endplate_edge(profile, ts, bounds[0], -1)
     return {"x_mid": x_mid, "y_front": y_front, "z_c": z_c, "heights": heights}
 
 
@@ -311,7 +347,7 @@ def analyse_vertebrae(ct: Volume, labels: Volume, calibration: Calibration | Non
         roi = trabecular_roi(body, ct.spacing_kji, p.erosion_mm)
         body_map[pad][body] = vid
         roi_map[pad][roi] = vid
-        geo = _geometry(block.volume(vertebra.shape), body, origin, frames[vid], p)
+        geo = _geometry(block.volume(vertebra.shape), body, hu[pad], origin, frames[vid], p)
         frame = frames[vid]
         centre = origin + frame @ np.array([geo["x_mid"], geo["y_front"] + p.voi_inset_mm + p.voi_diameter_mm / 2,
                                             geo["z_c"]])
