@@ -13,6 +13,7 @@ Example (Slicer's Python console)::
 """
 
 from .display import COLORMAPS, colorTableNode, showOverlay, showTable
+from .growcut import vtkGrowCut
 from .gui import ParameterNodeWidgetMixin, reloadPackages
 from .inputs import (CTInputLogic, CTSummary, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
                      reportProgress, summarizeCT)
@@ -28,6 +29,8 @@ __all__ = [
     # segmentations
     "labelmapToSegmentation", "segmentationToLabelmap", "segmentLabelValues", "ensureConverterRules",
     "LABEL_VALUE_TAG",
+    # GrowCut on Slicer's vtkImageGrowCutSegment (a bonekit.segment.GrowCutFunction)
+    "vtkGrowCut",
     # tables
     "resultsToTable", "resultsFromTable",
     # display
