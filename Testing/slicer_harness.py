@@ -10,6 +10,9 @@ with the core suite's ``Testing/conftest.py``)::
 
     slicer = pytest.importorskip("slicer")
     from slicer_harness import slicer_app  # noqa: F401  (pytest fixture)
+
+``phantom`` (BoneKitLib's ``smallSpinePhantom``) and ``ctNode`` (its CT in the scene, named
+"CT") are fixtures too.
 """
 
 from __future__ import annotations
@@ -90,3 +93,19 @@ def slicer_app(monkeypatch) -> SlicerApp:
     monkeypatch.setattr(slicer, "modules", app.modulesShim(), raising=False)
     yield app
     app.close()
+
+
+@pytest.fixture
+def phantom():
+    """BoneKitLib's ``smallSpinePhantom()``: L1 and L2 on a coarse 1.5 x 1.5 x 2 mm grid."""
+    from BoneKitLib import smallSpinePhantom
+
+    return smallSpinePhantom()
+
+
+@pytest.fixture
+def ctNode(slicer_app, phantom):
+    """The phantom's CT as a scalar volume node "CT" in the test's scene."""
+    import slicer
+
+    return slicer.util.addVolumeFromArray(phantom.ct.array, phantom.ct.ijk_to_ras, "CT")

@@ -8,48 +8,14 @@ import pytest
 
 slicer = pytest.importorskip("slicer")
 
-from slicer_harness import MODULE_FOLDERS, REPOSITORY, slicer_app  # noqa: E402,F401  (pytest fixture)
+from slicer_harness import MODULE_FOLDERS, REPOSITORY, ctNode, phantom, slicer_app  # noqa: E402,F401  (fixtures)
 
-from BoneKitLib import (CTSummary, labelmapToSegmentation, resultsFromTable,  # noqa: E402
-                        smallSpinePhantom, volumeToNode)
-from BoneMorphometryLib import BoneMorphometryLibLogic, VertebraSummary  # noqa: E402
+from BoneKitLib import CTSummary, resultsFromTable, volumeToNode  # noqa: E402
+from BoneMorphometryLib import BoneMorphometryLibLogic  # noqa: E402
 from BoneSRLib import BoneSRLibLogic  # noqa: E402
 from FocalDefectLib import FocalDefectLibLogic  # noqa: E402
 from SyntheticCTLib import RadiographSummary, SyntheticCTLibLogic  # noqa: E402
 from bonekit import BoneKitError, Volume  # noqa: E402
-from bonekit.phantom import VERSE_NAMES  # noqa: E402
-
-
-@pytest.fixture
-def phantom():
-    return smallSpinePhantom()
-
-
-@pytest.fixture
-def ctNode(slicer_app, phantom):
-    return slicer.util.addVolumeFromArray(phantom.ct.array, phantom.ct.ijk_to_ras, "CT")
-
-
-def test_bone_morphometry_summarises_each_vertebra(slicer_app, phantom, ctNode):
-    segmentationNode = labelmapToSegmentation(phantom.labels, slicer_app.scene, names=VERSE_NAMES,
-                                              referenceNode=ctNode)
-    progress = []
-    table = BoneMorphometryLibLogic().process(ctNode, segmentationNode,
-                                              progressCallback=lambda f, m: progress.append(f))
-    rows = resultsFromTable(table, VertebraSummary)
-    assert [(r.label, r.name) for r in rows] == [(20, "L1"), (21, "L2")]
-    for row in rows:
-        mask = phantom.labels.array == row.label
-        assert row.voxels == np.count_nonzero(mask)
-        assert row.volume == pytest.approx(row.voxels * 1.5 * 1.5 * 2.0)
-        assert row.meanHU == pytest.approx(phantom.ct.array[mask].mean())
-    assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
-    assert table.GetColumnUnitLabel("Volume") == "mm3"
-
-
-def test_bone_morphometry_needs_a_segmentation(slicer_app, ctNode):
-    with pytest.raises(BoneKitError, match="No vertebra segmentation"):
-        BoneMorphometryLibLogic().process(ctNode, None)
 
 
 @pytest.mark.parametrize("logicClass", [BoneSRLibLogic, FocalDefectLibLogic])

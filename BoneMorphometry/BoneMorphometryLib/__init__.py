@@ -1,5 +1,5 @@
 """Qt-free logic of the BoneMorphometry module."""
 
-from .Logic import BoneMorphometryLibLogic, VertebraSummary
+from .Logic import BoneMorphometryLibLogic, BoneMorphometryOutputs
 
-__all__ = ["BoneMorphometryLibLogic", "VertebraSummary"]
+__all__ = ["BoneMorphometryLibLogic", "BoneMorphometryOutputs"]

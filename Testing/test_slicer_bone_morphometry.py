@@ -1,0 +1,332 @@
+"""BoneMorphometry logic (BoneMorphometryLib) on a scene built with pip slicer-core.
+
+Truths: the phantoms' own label maps and body centres, the core's analyse_vertebrae run
+directly on the same CT and labels, and the LPS <-> RAS relation (x and y negated).
+Phantoms: ``smallSpinePhantom(vertebrae=("L1", "L2", "L3"))`` (1.5 x 1.5 x 2 mm, coarse:
+GrowCut Dice 0.955-0.982) and the same three vertebrae at 0.75 x 0.75 x 1.25 mm (Dice 0.977-0.986).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+slicer = pytest.importorskip("slicer")
+
+from slicer_harness import ctNode, slicer_app  # noqa: E402,F401  (pytest fixtures; ctNode uses phantom below)
+
+import vtk  # noqa: E402
+from BoneKitLib import (LABEL_VALUE_TAG, labelmapToSegmentation, resultsFromTable,  # noqa: E402
+                        segmentationToLabelmap, segmentLabelValues, smallSpinePhantom)
+from BoneMorphometryLib import BoneMorphometryLibLogic  # noqa: E402
+from BoneMorphometryLib.Logic import AUTOMATIC_VOI_ATTRIBUTE, REGION_TAG  # noqa: E402
+from bonekit import BoneKitError  # noqa: E402
+from bonekit.points import VERSE_NAMES, write_csv_points  # noqa: E402
+
+RAS = np.array([-1.0, -1.0, 1.0])  # LPS -> RAS and back
+NAMES = ["L1", "L2", "L3"]
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    return 2.0 * np.count_nonzero(a & b) / (np.count_nonzero(a) + np.count_nonzero(b))
+
+
+def truthPoints(phantom) -> dict[int, np.ndarray]:
+    """VerSe id -> body centre (LPS mm) from the phantom's truth."""
+    return {v["label"]: np.asarray(v["centre_lps_mm"], float) for v in phantom.truth["vertebrae"]}
+
+
+def addPoints(scene, points: dict[int, np.ndarray], name="Vertebra points", labels=None):
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", name)
+    for vid, lps in points.items():
+        node.AddControlPoint(*(lps * RAS), labels(vid) if labels else VERSE_NAMES[vid])
+    return node
+
+
+def segmentArray(segmentationNode, name: str, ct) -> np.ndarray:
+    """One segment, found by name, as a boolean array on the CT grid."""
+    segmentation = segmentationNode.GetSegmentation()
+    [segmentId] = [i for i in segmentation.GetSegmentIDs() if segmentation.GetSegment(i).GetName() == name]
+    labels, _ = segmentationToLabelmap(segmentationNode, ct, [segmentId])
+    return labels.array > 0
+
+
+def segmentNames(segmentationNode) -> list[str]:
+    segmentation = segmentationNode.GetSegmentation()
+    return [segmentation.GetSegment(i).GetName() for i in segmentation.GetSegmentIDs()]
+
+
+@pytest.fixture
+def phantom():
+    """Three vertebrae (L1-L3), coarse 1.5 x 1.5 x 2 mm voxels; overrides slicer_harness's two-vertebra phantom."""
+    return smallSpinePhantom(vertebrae=("L1", "L2", "L3"))
+
+
+@pytest.fixture
+def pointsNode(slicer_app, phantom):
+    return addPoints(slicer_app.scene, truthPoints(phantom))
+
+
+@pytest.fixture
+def vertebraeNode(slicer_app, phantom, ctNode):
+    """The phantom's true vertebra labels as a segmentation (as a user's finished segmentation)."""
+    return labelmapToSegmentation(phantom.labels, slicer_app.scene, names=VERSE_NAMES, referenceNode=ctNode,
+                                  name="Vertebrae")
+
+
+# ----------------------------------------------------------------------------- segmentation
+def test_segment_from_points_matches_the_phantom(slicer_app, phantom, ctNode, pointsNode):
+    progress = []
+    node = BoneMorphometryLibLogic().segment(ctNode, pointsNode, progressCallback=lambda f, m: progress.append(f))
+    assert segmentNames(node) == NAMES
+    segmentation = node.GetSegmentation()
+    assert list(segmentLabelValues(node).values()) == [20, 21, 22]
+    labels, _ = segmentationToLabelmap(node, ctNode)
+    for vid in (20, 21, 22):
+        assert dice(labels.array == vid, phantom.labels.array == vid) >= 0.93  # measured 0.955, 0.982, 0.955
+    assert segmentation.ContainsRepresentation("Closed surface")  # shown in 3D
+    assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
+
+
+@pytest.mark.xfail(strict=True, reason="core regression since 556670a: with two points segment_vertebrae splits "
+                   "L1/L2 through bone and refuses ('L1 and L2 share a 1070 mm2 cut through bone'); "
+                   "d63d046 gave Dice 0.920/0.917")
+def test_segment_two_vertebrae(slicer_app):
+    phantom = smallSpinePhantom()  # L1, L2 only
+    ctNode = slicer.util.addVolumeFromArray(phantom.ct.array, phantom.ct.ijk_to_ras, "CT")
+    node = BoneMorphometryLibLogic().segment(ctNode, addPoints(slicer_app.scene, truthPoints(phantom)))
+    labels, _ = segmentationToLabelmap(node, ctNode)
+    for vid in (20, 21):
+        assert dice(labels.array == vid, phantom.labels.array == vid) >= 0.9
+
+
+def test_segment_a_finer_phantom_closely(slicer_app):
+    from bonekit.phantom import spine_phantom
+
+    phantom = spine_phantom(vertebrae=("L1", "L2", "L3"), bvtv=(0.12,), spacing_mm=(0.75, 0.75, 1.25),
+                            truth_morphometry=False)
+    ctNode = slicer.util.addVolumeFromArray(phantom.ct.array, phantom.ct.ijk_to_ras, "CT")
+    node = BoneMorphometryLibLogic().segment(ctNode, addPoints(slicer_app.scene, truthPoints(phantom)))
+    labels, _ = segmentationToLabelmap(node, ctNode)
+    for vid in (20, 21, 22):
+        assert dice(labels.array == vid, phantom.labels.array == vid) >= 0.97  # measured 0.976-0.985
+
+
+def test_point_files_give_the_same_segmentation(slicer_app, phantom, ctNode, pointsNode, tmp_path):
+    logic = BoneMorphometryLibLogic()
+    fromNode, _ = segmentationToLabelmap(logic.segment(ctNode, pointsNode), ctNode)
+    csv = write_csv_points(truthPoints(phantom), tmp_path / "points.csv")
+    fromCsv, _ = segmentationToLabelmap(logic.segment(ctNode, str(csv)), ctNode)
+    assert np.array_equal(fromCsv.array, fromNode.array)
+    ctd = tmp_path / "ct_seg-subreg_ctd.json"  # VerSe centroids, voxel indices of the LPS-oriented CT
+    ijk = {vid: phantom.ct.physical_to_index(lps) for vid, lps in truthPoints(phantom).items()}
+    ctd.write_text(json.dumps([{"direction": ["L", "P", "S"]}]
+                              + [{"label": vid, "X": i, "Y": j, "Z": k} for vid, (i, j, k) in ijk.items()]))
+    fromCtd, _ = segmentationToLabelmap(logic.segment(ctNode, ctd), ctNode)
+    assert np.array_equal(fromCtd.array, fromNode.array)
+
+
+def test_segmenting_again_replaces_the_segments(slicer_app, ctNode, pointsNode):
+    logic = BoneMorphometryLibLogic()
+    node = logic.segment(ctNode, pointsNode)
+    pointsNode.RemoveNthControlPoint(1)  # L2 gone: L1 and L3 with a gap
+    assert logic.segment(ctNode, pointsNode, node) is node
+    assert segmentNames(node) == ["L1", "L3"]
+
+
+# ----------------------------------------------------------------------------- analysis
+def test_table_rows_match_the_core_analysis(slicer_app, phantom, ctNode, vertebraeNode, tmp_path):
+    from bonekit.calibration import Calibration
+    from bonekit.vertebra import VertebraResult, analyse_vertebrae
+
+    calibration = Calibration.fit([-2.0, 120.0, 242.0], [0.0, 100.0, 200.0])
+    path = calibration.save(tmp_path / "calibration.json")
+    logic = BoneMorphometryLibLogic()
+    outputs = logic.analyse(ctNode, vertebraeNode, calibrationPath=str(path))
+    labels, _ = logic.vertebraLabels(vertebraeNode, logic.inputVolume(ctNode))
+    assert np.array_equal(labels.array, phantom.labels.array)
+    expected, _ = analyse_vertebrae(logic.inputVolume(ctNode), phantom.labels, calibration)
+    rows = resultsFromTable(outputs.table, VertebraResult)
+    assert [r.vertebra for r in rows] == NAMES
+    assert rows == expected  # every column, exactly (doubles in the table; None as NaN)
+    for row in rows:
+        assert row.calibrated and row.BMD == pytest.approx(calibration.bmd(row.HU))
+    assert outputs.table.GetName() == "Vertebra measurements"
+    for column, unit in (("BMD", "mg HA/cm3"), ("HU", "HU"), ("Ha", "mm"), ("VOI.x", "mm"), ("Body.V", "mm3")):
+        assert outputs.table.GetColumnUnitLabel(column) == unit
+
+
+def test_regions_are_the_core_masks(slicer_app, phantom, ctNode, vertebraeNode):
+    from bonekit.vertebra import analyse_vertebrae
+
+    logic = BoneMorphometryLibLogic()
+    outputs = logic.analyse(ctNode, vertebraeNode)
+    ct = logic.inputVolume(ctNode)
+    _, masks = analyse_vertebrae(ct, phantom.labels)
+    assert outputs.regions is not vertebraeNode and segmentNames(vertebraeNode) == NAMES
+    assert sorted(segmentNames(outputs.regions)) == sorted(f"{n} {r}" for n in NAMES for r in ("body", "ROI", "VOI"))
+    for kind, suffix in (("body", "body"), ("roi", "ROI"), ("voi", "VOI")):
+        for vid, name in zip((20, 21, 22), NAMES):
+            expected = getattr(masks, kind).array == vid
+            assert expected.any()
+            assert np.array_equal(segmentArray(outputs.regions, f"{name} {suffix}", ct), expected)
+    segmentation = outputs.regions.GetSegmentation()
+    display = outputs.regions.GetDisplayNode()
+    assert segmentation.ContainsRepresentation("Closed surface")
+    for segmentId in segmentation.GetSegmentIDs():
+        tag = vtk.reference("")
+        segmentation.GetSegment(segmentId).GetTag(REGION_TAG, tag)
+        isVoi = str(tag) == "VOI"
+        assert display.GetSegmentVisibility3D(segmentId) == isVoi
+        assert display.GetSegmentVisibility2DFill(segmentId) == isVoi
+
+
+def test_voi_points_sit_at_the_voi_columns(slicer_app, ctNode, vertebraeNode):
+    from bonekit.vertebra import VertebraResult
+
+    outputs = BoneMorphometryLibLogic().analyse(ctNode, vertebraeNode)
+    node = outputs.voiPoints
+    assert node.GetName() == "VOI centres" and node.GetNumberOfControlPoints() == 3
+    for index, row in enumerate(resultsFromTable(outputs.table, VertebraResult)):
+        assert node.GetNthControlPointLabel(index) == row.vertebra
+        ras = np.array(node.GetNthControlPointPosition(index))
+        assert ras == pytest.approx([-row.voi_x, -row.voi_y, row.voi_z], abs=1e-9)  # table is LPS, points RAS
+        assert ras[2] == pytest.approx(row.voi_z) and abs(ras[0] + row.voi_x) < 1e-9
+
+
+def test_moving_a_voi_point_moves_only_that_voi(slicer_app, phantom, ctNode, vertebraeNode):
+    from bonekit.vertebra import VertebraResult, analyse_vertebrae
+
+    logic = BoneMorphometryLibLogic()
+    first = logic.analyse(ctNode, vertebraeNode)
+    ct = logic.inputVolume(ctNode)
+    before = {name: segmentArray(first.regions, name, ct) for name in segmentNames(first.regions)}
+    rowsBefore = resultsFromTable(first.table, VertebraResult)
+    # the user drags L1's point 3 mm to the patient's right (RAS x - 3) and 2 mm up
+    ras = np.array(first.voiPoints.GetNthControlPointPosition(0)) + [-3.0, 0.0, 2.0]
+    first.voiPoints.SetNthControlPointPosition(0, *ras)
+    second = logic.analyse(ctNode, vertebraeNode, voiPointsNode=first.voiPoints, outputTableNode=first.table,
+                           outputRegionsNode=first.regions)
+    assert (second.table, second.regions, second.voiPoints) == (first.table, first.regions, first.voiPoints)
+    moved = ras * RAS
+    _, masks = analyse_vertebrae(ct, phantom.labels, voi_centres={20: moved})
+    after = {name: segmentArray(second.regions, name, ct) for name in segmentNames(second.regions)}
+    assert np.array_equal(after["L1 VOI"], masks.voi.array == 20)
+    assert not np.array_equal(after["L1 VOI"], before["L1 VOI"])
+    assert all(np.array_equal(after[name], before[name]) for name in before if name != "L1 VOI")
+    rowsAfter = resultsFromTable(second.table, VertebraResult)
+    assert (rowsAfter[0].voi_x, rowsAfter[0].voi_y, rowsAfter[0].voi_z) == pytest.approx(tuple(moved))
+    voiColumns = {"voi_x", "voi_y", "voi_z", "VOI_HU", "VOI_BMD"}
+    for old, new in zip(rowsBefore, rowsAfter):
+        for attribute in VertebraResult.__dataclass_fields__:
+            if attribute not in voiColumns or new.label != 20:
+                assert getattr(new, attribute) == getattr(old, attribute), attribute
+    assert rowsAfter[0].VOI_HU != rowsBefore[0].VOI_HU
+    assert np.array(second.voiPoints.GetNthControlPointPosition(0)) == pytest.approx(ras)
+    # the moved point stays put when analysing again; deleting it gives the automatic centre back
+    third = logic.analyse(ctNode, vertebraeNode, voiPointsNode=second.voiPoints)
+    assert (third.rows[0].voi_x, third.rows[0].voi_z) == pytest.approx((moved[0], moved[2]))
+    third.voiPoints.RemoveNthControlPoint(0)
+    fourth = logic.analyse(ctNode, vertebraeNode, voiPointsNode=third.voiPoints)
+    automatic = json.loads(fourth.voiPoints.GetAttribute(AUTOMATIC_VOI_ATTRIBUTE))
+    assert (fourth.rows[0].voi_x, fourth.rows[0].voi_y, fourth.rows[0].voi_z) == pytest.approx(
+        (rowsBefore[0].voi_x, rowsBefore[0].voi_y, rowsBefore[0].voi_z))
+    assert automatic["L1"] == pytest.approx([rowsBefore[0].voi_x, rowsBefore[0].voi_y, rowsBefore[0].voi_z])
+    assert fourth.voiPoints.GetNumberOfControlPoints() == 3
+
+
+def test_segments_are_found_by_vertebra_name(slicer_app, phantom, ctNode):
+    """A segmentation made elsewhere: no BoneKit tags, names such as 'vertebrae L2'."""
+    node = slicer_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Other tool")
+    node.CreateDefaultDisplayNodes()
+    for vid, name in ((21, "vertebrae L2"), (20, "l1")):
+        single = phantom.labels.with_array((phantom.labels.array == vid).astype(np.uint8))
+        labelmapToSegmentation(single, slicer_app.scene, names={1: name}, segmentationNode=node)
+    for segmentId in node.GetSegmentation().GetSegmentIDs():
+        node.GetSegmentation().GetSegment(segmentId).RemoveTag(LABEL_VALUE_TAG)
+    labels, names = BoneMorphometryLibLogic().vertebraLabels(node, phantom.ct)
+    assert np.array_equal(labels.array, np.where(phantom.labels.array <= 21, phantom.labels.array, 0))
+    assert names == {20: "l1", 21: "vertebrae L2"}
+
+
+def test_process_segments_once_then_reuses_the_segmentation(slicer_app, phantom, ctNode, pointsNode):
+    logic = BoneMorphometryLibLogic()
+    progress = []
+    outputs = logic.process(ctNode, pointsNode=pointsNode, progressCallback=lambda f, m: progress.append(f))
+    assert segmentNames(outputs.vertebrae) == NAMES and len(outputs.rows) == 3
+    assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
+    # an edit in the Segment Editor: L3 removed; the next run keeps it (no new segmentation)
+    segmentation = outputs.vertebrae.GetSegmentation()
+    segmentation.RemoveSegment(segmentation.GetSegmentIDs()[2])
+    again = logic.process(ctNode, outputs.vertebrae, pointsNode, voiPointsNode=outputs.voiPoints)
+    assert again.vertebrae is outputs.vertebrae and [r.vertebra for r in again.rows] == ["L1", "L2"]
+    assert again.voiPoints.GetNumberOfControlPoints() == 2
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLSegmentationNode") == 3  # vertebrae + 2 x regions
+
+
+# ----------------------------------------------------------------------------- bad input
+def _pointsWith(scene, entries):
+    node = scene.AddNewNodeByClass("vtkMRMLMarkupsFiducialNode", "Vertebra points")
+    for label, ras in entries:
+        node.AddControlPoint(*ras, label)
+    return node
+
+
+@pytest.mark.parametrize("entries, message", [
+    ([], "has no points"),
+    ([("L1", (0.0, 0.0, 0.0)), ("F-2", (0.0, 0.0, 30.0))], "labelled 'F-2', which is not a vertebra"),
+    ([("L1", (0.0, 0.0, 0.0)), ("l1", (0.0, 0.0, 30.0))], "two points labelled L1"),
+    ([("L1", (400.0, 0.0, 0.0))], "L1 of 'Vertebra points' at RAS \\[400.0, 0.0, 0.0\\] mm lies outside the CT"),
+])
+def test_bad_points_are_refused(slicer_app, ctNode, entries, message):
+    points = _pointsWith(slicer_app.scene, entries)
+    nodes = slicer_app.scene.GetNumberOfNodes()
+    with pytest.raises(BoneKitError, match=message):
+        BoneMorphometryLibLogic().segment(ctNode, points)
+    assert slicer_app.scene.GetNumberOfNodes() == nodes  # nothing written
+
+
+def test_missing_points_and_point_files_are_refused(slicer_app, ctNode, tmp_path):
+    logic = BoneMorphometryLibLogic()
+    with pytest.raises(BoneKitError, match="No vertebra segmentation and no vertebra points"):
+        logic.process(ctNode)
+    with pytest.raises(BoneKitError, match="No vertebra points given"):
+        logic.segment(ctNode, None)
+    with pytest.raises(BoneKitError, match="does not exist"):
+        logic.segment(ctNode, tmp_path / "missing.csv")
+    outside = write_csv_points({20: np.array([0.0, 0.0, 500.0])}, tmp_path / "outside.csv")
+    with pytest.raises(BoneKitError, match="lies outside the image"):
+        logic.segment(ctNode, outside)
+
+
+def test_bad_segmentations_are_refused(slicer_app, phantom, ctNode, vertebraeNode):
+    logic = BoneMorphometryLibLogic()
+    with pytest.raises(BoneKitError, match="No vertebra segmentation selected"):
+        logic.analyse(ctNode, None)
+    empty = slicer_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Empty")
+    with pytest.raises(BoneKitError, match="'Empty' is empty: it has no segments"):
+        logic.analyse(ctNode, empty)
+    segmentation = vertebraeNode.GetSegmentation()
+    segmentation.AddEmptySegment("", "L4")
+    with pytest.raises(BoneKitError, match="segment 'L4' of 'Vertebrae' is empty on the CT grid"):
+        logic.analyse(ctNode, vertebraeNode)
+    segmentation.RemoveSegment(segmentation.GetSegmentIdBySegmentName("L4"))
+    segmentation.AddEmptySegment("", "Spinal canal")
+    with pytest.raises(BoneKitError, match="'Spinal canal' of 'Vertebrae' is not named after a vertebra"):
+        logic.analyse(ctNode, vertebraeNode)
+
+
+def test_outputs_cannot_overwrite_the_inputs(slicer_app, ctNode, pointsNode, vertebraeNode):
+    logic = BoneMorphometryLibLogic()
+    with pytest.raises(BoneKitError, match="both as the vertebra segmentation and as the output regions"):
+        logic.analyse(ctNode, vertebraeNode, outputRegionsNode=vertebraeNode)
+    with pytest.raises(BoneKitError, match="both as the vertebra points and as the VOI centres"):
+        logic.process(ctNode, vertebraeNode, pointsNode, voiPointsNode=pointsNode)
+    assert segmentNames(vertebraeNode) == NAMES and pointsNode.GetNumberOfControlPoints() == 3
+
+
+def test_missing_calibration_file_is_refused_before_anything_is_written(slicer_app, ctNode, vertebraeNode, tmp_path):
+    nodes = slicer_app.scene.GetNumberOfNodes()
+    with pytest.raises(BoneKitError, match="calibration file .*missing.json does not exist"):
+        BoneMorphometryLibLogic().analyse(ctNode, vertebraeNode, calibrationPath=tmp_path / "missing.json")
+    assert slicer_app.scene.GetNumberOfNodes() == nodes
