@@ -16,7 +16,7 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("info", "phantom", "demo"):
+    for command in ("info", "phantom", "demo", "segment", "vertebra", "calibrate"):
         assert command in out
 
 
@@ -73,3 +73,68 @@ def test_demo_runs_end_to_end_as_a_subprocess(tmp_path):
     results = json.loads((out / "demo_results.json").read_text())
     assert [v["name"] for v in results["truth"]["vertebrae"]] == ["L1", "L2", "L3", "L4", "L5"]
     assert results["steps"]["io_roundtrip"]["ok"] is True
+    vertebrae = results["steps"]["vertebrae"]
+    assert min(vertebrae["dice"].values()) >= 0.95
+    assert [r["Genant.grade"] for r in vertebrae["results"]] == [v["fracture"]["grade"]
+                                                                 for v in results["truth"]["vertebrae"]]
+
+
+@pytest.fixture(scope="module")
+def scan(tmp_path_factory, spine_case):
+    """The spine case on disk: CT, truth labels, points CSV."""
+    from bonekit.points import write_csv_points
+
+    folder = tmp_path_factory.mktemp("scan")
+    write_volume(spine_case["phantom"].ct, folder / "ct.nii.gz")
+    write_csv_points(spine_case["points"], folder / "points.csv")
+    return folder
+
+
+def test_segment_then_vertebra(scan, tmp_path, capsys, spine_case):
+    labels_path = tmp_path / "labels.nii.gz"
+    assert main(["segment", str(scan / "ct.nii.gz"), "--points", str(scan / "points.csv"),
+                 "--out", str(labels_path)]) == 0
+    labels = read_volume(labels_path)
+    assert np.array_equal(labels.array, spine_case["labels"].array)
+    assert "segmented 5 vertebrae" in capsys.readouterr().out
+
+    pairs = ",".join(f"{h}:{d}" for h, d in spine_case["calibration"].pairs)
+    assert pairs.startswith("-")  # a water rod reads below 0 HU: --pairs=... keeps argparse happy
+    assert main(["calibrate", f"--pairs={pairs}",
+                 "--scanner", "phantom", "--out", str(tmp_path / "cal.json")]) == 0
+    assert main(["vertebra", str(scan / "ct.nii.gz"), "--labels", str(labels_path), "--out", str(tmp_path / "m"),
+                 "--json", str(tmp_path / "v.json"), "--calibration", str(tmp_path / "cal.json")]) == 0
+    result = json.loads((tmp_path / "v.json").read_text())
+    assert result["bmd_calibrated"] is True and result["units"]["BMD"] == "mg HA/cm3"
+    for row, expected in zip(result["vertebrae"], spine_case["rows"]):
+        assert row["BMD"] == pytest.approx(expected.BMD) and row["Genant.grade"] == expected.grade
+    assert np.array_equal(read_volume(tmp_path / "m" / "voi.nii.gz").array, spine_case["masks"].voi.array)
+
+    assert main(["vertebra", str(scan / "ct.nii.gz"), "--labels", str(labels_path), "--out", str(tmp_path / "m"),
+                 "--json", str(tmp_path / "u.json")]) == 0
+    result = json.loads((tmp_path / "u.json").read_text())
+    assert result["bmd_calibrated"] is False and "uncalibrated" in result["note"]
+    assert all(r["BMD"] is None and r["HU"] is not None for r in result["vertebrae"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["segment", "{scan}/ct.nii.gz", "--points", "{tmp}/far.csv", "--out", "{tmp}/l.nii.gz"], "outside the image"),
+    (["segment", "{scan}/ct.nii.gz", "--points", "{tmp}/missing.csv", "--out", "{tmp}/l.nii.gz"], "does not exist"),
+    (["segment", "{scan}/ct.nii.gz", "--points", "{scan}/points.csv", "--out", "{scan}/ct.nii.gz"], "also an input"),
+    (["vertebra", "{scan}/ct.nii.gz", "--labels", "{tmp}/empty.nii.gz", "--out", "{tmp}/m", "--json", "{tmp}/v.json"],
+     "empty"),
+    (["vertebra", "{scan}/ct.nii.gz", "--labels", "{tmp}/empty.nii.gz", "--out", "{tmp}/m", "--json", "{tmp}/v.json",
+      "--calibration", "{tmp}/nocal.json"], "Cannot read the calibration"),
+    (["calibrate", "--pairs", "100:50", "--out", "{tmp}/c.json"], "at least two"),
+])
+def test_bad_vertebra_input_status_2_nothing_written(scan, tmp_path, capsys, argv, message):
+    (tmp_path / "far.csv").write_text("label,x,y,z\nL1,0,0,9000\n")
+    ct = read_volume(scan / "ct.nii.gz")
+    write_volume(ct.with_array(np.zeros(ct.array.shape, np.uint8)), tmp_path / "empty.nii.gz")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    scan_before = {p.name: p.stat().st_mtime_ns for p in scan.iterdir()}
+    assert main([a.format(tmp=tmp_path, scan=scan) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bonekit: error:") and message in err and "\n" not in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+    assert {p.name: p.stat().st_mtime_ns for p in scan.iterdir()} == scan_before

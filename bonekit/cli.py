@@ -412,7 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_vertebra)
 
     p = sub.add_parser("calibrate", help="fit and save a HU -> mg HA/cm3 calibration from phantom inserts")
-    p.add_argument("--pairs", required=True, metavar="HU:MG,...", help="measured HU and known density per insert")
+    p.add_argument("--pairs", required=True, metavar="HU:MG,...",
+                   help="measured HU and known density per insert; write --pairs=-3.1:0,... when the first HU "
+                        "is negative")
     p.add_argument("--scanner", help="scanner name, stored with the calibration")
     p.add_argument("--protocol", help="protocol (kVp, kernel ...), stored with the calibration")
     p.add_argument("--out", required=True, metavar="CAL.json")
