@@ -50,8 +50,9 @@ class SegmentationParameters:
     deep_bone_mm: float = 1.0
     #: radius of the seed ball around each point (mm)
     seed_radius_mm: float = 4.0
-    #: second pass: each vertebra's seeds fill the spine within this radius of its point ...
-    core_radius_mm: float = 12.0
+    #: second pass: each vertebra's seeds fill the spine within this radius of its point (its
+    #: pedicles: their path from the body crosses the posterior cortex, from the level above a joint) ...
+    core_radius_mm: float = 22.0
     #: ... and stop this far short of the mid-plane to each neighbouring point (mm)
     core_margin_mm: float = 3.0
     #: background seed regions smaller than this are dropped (marrow seen through cortical gaps)
@@ -266,7 +267,7 @@ def vertebra_seeds(spine: np.ndarray, spacing_kji: np.ndarray, points_kji: dict[
                    params: SegmentationParameters, labels: dict[int, int]) -> np.ndarray:
     """Second pass seeds (grown inside the spine only).
 
-    Each vertebra is seeded with the spine voxels of its body core: within ``core_radius_mm`` of
+    Each vertebra is seeded with the spine voxels of its core: within ``core_radius_mm`` of
     its point and ``core_margin_mm`` short of the mid-planes to its neighbours, so that a thin or
     bridged disc cannot let one vertebra flood the next. Unlisted neighbours (one level beyond
     the ends, gaps in the numbering) are seeded the same way with ``max + 1`` and dropped.
