@@ -50,6 +50,12 @@ class _Progress:
     def close(self) -> None:
         self.bar.close()
 
+    def __enter__(self) -> "_Progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def _output_dir(path: str) -> Path:
     out = Path(path).expanduser()
@@ -132,11 +138,8 @@ def cmd_phantom(args) -> int:
               f"Tb.Th {t['Tb.Th']:.4f} mm, Tb.Sp {t['Tb.Sp']:.4f} mm -> {out}")
         return 0
     config = _phantom_config(args)
-    progress = _Progress("phantom")
-    try:
+    with _Progress("phantom") as progress:
         phantom = spine_phantom(config, progress=progress)
-    finally:
-        progress.close()
     out.mkdir(exist_ok=True)
     paths = phantom.save(out)
     print(f"spine phantom {phantom.ct.size} voxels, {', '.join(phantom.config.vertebrae)} -> {out}")
@@ -167,12 +170,9 @@ def cmd_segment(args) -> int:
         seeds = read_volume(args.seeds, spacing=_spacing(args.spacing))
     else:
         points = read_points(args.points or args.centroids, image=ct)
-    progress = _Progress("segment")
     started = time.perf_counter()
-    try:
+    with _Progress("segment") as progress:
         labels = segment_vertebrae(ct, points, seeds=seeds, params=params, progress=progress)
-    finally:
-        progress.close()
     write_volume(labels, out)
     vox = ct.voxel_volume
     counts = {int(v): int((labels.array == v).sum()) for v in sorted(set(labels.array.ravel().tolist()) - {0})}
@@ -267,11 +267,8 @@ def _demo_vertebrae(phantom, out: Path, steps: dict) -> list[str]:
     calibration.save(out / "calibration.json")
     write_csv_points({v["label"]: np.array(v["centre_lps_mm"]) for v in phantom.truth["vertebrae"]},
                      out / "points.csv")
-    progress = _Progress("demo: segmentation")
-    try:
+    with _Progress("demo: segmentation") as progress:
         labels = segment_vertebrae(phantom.ct, read_points(out / "points.csv"), progress=progress)
-    finally:
-        progress.close()
     write_volume(labels, out / "segmentation.nii.gz")
     rows, masks = analyse_vertebrae(phantom.ct, labels, calibration)
     for name in ("body", "roi", "voi"):
@@ -311,11 +308,8 @@ def cmd_demo(args) -> int:
     config = PhantomConfig(seed=args.seed, fractures=(Fracture("L2", "wedge", 0.30),),
                            voids=(Void("L3", 5.0, (0.0, -4.0, 0.0)),),
                            calibration_rods=(0.0, 50.0, 100.0, 150.0, 200.0))
-    progress = _Progress("demo: phantom")
-    try:
+    with _Progress("demo: phantom") as progress:
         phantom = spine_phantom(config, progress=progress)
-    finally:
-        progress.close()
     out.mkdir(exist_ok=True)
     paths = phantom.save(out)
     steps = {"phantom": {"seconds": round(time.perf_counter() - started, 2),

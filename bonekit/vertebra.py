@@ -342,12 +342,12 @@ def analyse_vertebrae(ct: Volume, labels: Volume, calibration: Calibration | Non
         offset = np.array([s.start for s in pad])
         vertebra = lab[pad] == vid
         origin = centroids[vid]
-        block = _Block(ct, offset)
-        body = separate_body(block.volume(vertebra.shape), vertebra, origin, frames[vid])
+        block = _sub_block(ct, offset)
+        body = separate_body(block, vertebra, origin, frames[vid])
         roi = trabecular_roi(body, ct.spacing_kji, p.erosion_mm)
         body_map[pad][body] = vid
         roi_map[pad][roi] = vid
-        geo = _geometry(block.volume(vertebra.shape), body, hu[pad], origin, frames[vid], p)
+        geo = _geometry(block, body, hu[pad], origin, frames[vid], p)
         frame = frames[vid]
         centre = origin + frame @ np.array([geo["x_mid"], geo["y_front"] + p.voi_inset_mm + p.voi_diameter_mm / 2,
                                             geo["z_c"]])
@@ -378,17 +378,11 @@ def analyse_vertebrae(ct: Volume, labels: Volume, calibration: Calibration | Non
     return rows, masks
 
 
-class _Block:
-    """Geometry of a sub-block of the CT starting at voxel ``offset`` (k, j, i)."""
-
-    def __init__(self, ct: Volume, offset_kji: np.ndarray):
-        self.ct = ct
-        self.offset = offset_kji
-
-    def volume(self, shape) -> Volume:
-        affine = self.ct.affine.copy()
-        affine[:3, 3] = self.ct.index_to_physical(self.offset[::-1])
-        return Volume(np.zeros((1, 1, 1), np.uint8), affine)
+def _sub_block(ct: Volume, offset_kji: np.ndarray) -> Volume:
+    """A geometry-only volume whose voxel (0, 0, 0) is the CT's voxel ``offset_kji`` (k, j, i)."""
+    affine = ct.affine.copy()
+    affine[:3, 3] = ct.index_to_physical(offset_kji[::-1])
+    return Volume(np.zeros((1, 1, 1), np.uint8), affine)
 
 
 def _grade(rows: list[VertebraResult]) -> None:
