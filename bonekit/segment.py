@@ -14,7 +14,8 @@ identical labels (``benchmarks/growcut_backends.py``). Everything around it is h
    ``enclosure_mm``) in at least two of 26 directions -- that is everything but the marrow
    inside a vertebral body, so discs, the spinal canal, muscle and fat become background;
    bone far from every point (ribs' far ends, pelvis) and virtual neighbours beyond the first
-   and last point and in gaps of the VerSe numbering become background too,
+   and last point and in gaps of the VerSe numbering become background too, and so does the
+   lumen of contrast-filled vessels (as bright as bone, but smooth),
 4. grow, then keep for each vertebra the connected part that holds its point and fill holes,
 5. paste the labels (VerSe ids) back into an image on the CT grid.
 """
@@ -61,6 +62,13 @@ class SegmentationParameters:
     background_distance_mm: float = 0.5
     #: a direction is open when no bone lies within this distance along it (mm)
     enclosure_mm: float = 30.0
+    #: contrast-filled vessels: between ``vessel_hu`` (as bright as bone) and ``vessel_max_hu``
+    #: (darker than compact bone), yet smoother than bone (local SD below ``vessel_sd_hu``, 3x3
+    #: in-plane) over a disc of ``vessel_radius_mm``, are background (``vessel_sd_hu`` 0 = off)
+    vessel_hu: float = 250.0
+    vessel_max_hu: float = 600.0
+    vessel_sd_hu: float = 20.0
+    vessel_radius_mm: float = 1.5
     #: bone farther than this from the line through the points is background (mm)
     far_bone_mm: float = 75.0
     #: ... or farther sideways than this (ribs), or farther in front of the points (vessels) (mm)
@@ -215,7 +223,11 @@ def spine_seeds(intensity: np.ndarray, spacing_kji: np.ndarray, points_kji: dict
     """
     shape = intensity.shape
     direction_kji = np.eye(3)[:, ::-1] if direction_kji is None else direction_kji
-    bone = intensity > params.bone_hu
+    lumen = _vessel_lumen(intensity, spacing_kji, params)
+    # a vessel's wall (partial volume between lumen and fat) is as bright as bone: no spine seed
+    # within 2 mm of a lumen, and the lumen is not bone for the depth test below
+    near_lumen = ndimage.distance_transform_edt(~lumen, sampling=spacing_kji) <= 2.0 if lumen.any() else lumen
+    bone = (intensity > params.bone_hu) & ~lumen
     seeds = np.zeros(shape, dtype=np.uint8)
     dist_bone = ndimage.distance_transform_edt(~bone, sampling=spacing_kji)
     free = _free_direction_count(bone, spacing_kji, params.enclosure_mm)
@@ -242,11 +254,27 @@ def spine_seeds(intensity: np.ndarray, spacing_kji: np.ndarray, points_kji: dict
     # (cancellous posterior elements, dense trabecular bone)
     if params.deep_bone_mm > 0:
         certain |= ndimage.distance_transform_edt(bone, sampling=spacing_kji) > params.deep_bone_mm
-    seeds[certain & near] = 1
+    seeds[certain & near & ~near_lumen] = 1
+    seeds[lumen] = 2
     for vid in ids:
         box, ball = _ball(shape, points_kji[vid], params.seed_radius_mm, spacing_kji)
         seeds[box][ball] = 1
     return seeds
+
+
+def _vessel_lumen(intensity: np.ndarray, spacing_kji: np.ndarray, params: SegmentationParameters) -> np.ndarray:
+    """Contrast-filled lumen: as bright as bone but homogeneous (bone is trabecular, or a thin
+    cortex with steep edges), kept only where a disc of ``vessel_radius_mm`` fits in the plane."""
+    if params.vessel_sd_hu <= 0:
+        return np.zeros(intensity.shape, bool)
+    window = (1, 3, 3)
+    mean = ndimage.uniform_filter(intensity, window)
+    var = ndimage.uniform_filter(intensity * intensity, window) - mean * mean
+    lumen = (mean > params.vessel_hu) & (mean < params.vessel_max_hu) & (var < params.vessel_sd_hu ** 2)
+    r = np.maximum(np.rint(params.vessel_radius_mm / np.asarray(spacing_kji[1:])), 1).astype(int)
+    yy, xx = np.ogrid[-r[0]:r[0] + 1, -r[1]:r[1] + 1]
+    disc = ((yy * spacing_kji[1]) ** 2 + (xx * spacing_kji[2]) ** 2 <= max(params.vessel_radius_mm, float(min(spacing_kji[1:]))) ** 2)
+    return ndimage.binary_opening(lumen, structure=disc[None])
 
 
 def _body_core(shape, spacing_kji, centre, others, radius_mm, margin_mm) -> tuple[tuple[slice, ...], np.ndarray]:
