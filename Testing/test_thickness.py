@@ -25,7 +25,7 @@ def test_plates_follow_bonej_discretisation(t, expected):
     # BoneJ: even plates come out t voxels thick, odd plates t + 1
     plate = np.zeros((24, 24, 30), bool)
     plate[:, :, 10:10 + t] = True
-    mean, sd = thickness_stats(local_thickness(plate, voxel_size=0.5))
+    mean, sd = thickness_stats(local_thickness(plate, spacing=0.5))
     assert mean == pytest.approx(expected * 0.5) and sd == pytest.approx(0, abs=1e-12)
 
 
@@ -41,7 +41,7 @@ def test_sphere_diameter():
 def test_matches_the_definition_on_a_random_structure():
     rng = np.random.default_rng(5)
     structure = ndimage.gaussian_filter(rng.standard_normal((18, 18, 18)), 1.5) > 0.05
-    np.testing.assert_allclose(local_thickness(structure), brute_force(structure), equal_nan=True)
+    np.testing.assert_allclose(local_thickness(structure, clean_up=False), brute_force(structure), equal_nan=True)
 
 
 def test_periodic_tile_equals_the_middle_of_a_tiled_block():
@@ -57,3 +57,61 @@ def test_refuses_empty_and_full_structures():
         local_thickness(np.zeros((5, 5, 5), bool))
     with pytest.raises(BoneKitError, match="no background"):
         local_thickness(np.ones((5, 5, 5), bool))
+
+
+def test_a_box_region_equals_the_cropped_image():
+    """BoneJ measures a cropped box with its border not background; a box region does the same."""
+    rng = np.random.default_rng(8)
+    structure = ndimage.gaussian_filter(rng.standard_normal((30, 30, 30)), 1.5) > 0.0
+    region = np.zeros_like(structure)
+    region[5:25, 7:27, 4:22] = True
+    inside = local_thickness(structure, 0.5, region=region)[5:25, 7:27, 4:22]
+    cropped = local_thickness(structure[5:25, 7:27, 4:22], 0.5)
+    np.testing.assert_allclose(inside, cropped, equal_nan=True)
+    marrow = local_thickness(~structure, 0.5, region=region)[5:25, 7:27, 4:22]
+    np.testing.assert_allclose(marrow, local_thickness(~structure[5:25, 7:27, 4:22], 0.5), equal_nan=True)
+
+
+@pytest.mark.parametrize("spacing", [(1.0, 0.5, 0.5), (0.4, 0.4, 1.2)])
+def test_anisotropic_voxels_measure_in_millimetres(spacing):
+    """A plate 2 mm thick along each axis in turn: every axis gives the same thickness in mm as an
+    isotropic grid that samples the plate the same way (the plate spans a whole number of voxels)."""
+    for axis in range(3):
+        n = [24, 24, 24]
+        s = spacing[axis]
+        t = int(round(2.0 / s))
+        plate = np.zeros(n, bool)
+        sl = [slice(None)] * 3
+        sl[axis] = slice(8, 8 + t)
+        plate[tuple(sl)] = True
+        mean, _ = thickness_stats(local_thickness(plate, spacing))
+        iso = np.zeros((24, 24, 24), bool)
+        iso[:, :, 8:8 + t] = True
+        expected, _ = thickness_stats(local_thickness(iso, s))
+        assert mean == pytest.approx(expected, rel=1e-9), (axis, spacing)
+
+
+def test_anisotropic_sphere_matches_the_isotropic_one():
+    """A 6 mm ball sampled at 0.25 x 0.5 x 0.5 mm and at 0.25 mm isotropic: the same maximum
+    thickness (the diameter) to within one coarse voxel, and the same mean within 5 %."""
+    def ball(spacing):
+        n = [int(np.ceil(8 / s)) for s in spacing]
+        grids = np.meshgrid(*[(np.arange(m) - (m - 1) / 2) * s for m, s in zip(n, spacing)], indexing="ij")
+        return sum(g ** 2 for g in grids) <= 9.0
+    aniso = local_thickness(ball((0.25, 0.5, 0.5)), (0.25, 0.5, 0.5))
+    iso = local_thickness(ball((0.25, 0.25, 0.25)), 0.25)
+    assert abs(np.nanmax(aniso) - np.nanmax(iso)) <= 0.5
+    assert np.nanmean(aniso) == pytest.approx(np.nanmean(iso), rel=0.05)
+
+
+def test_region_errors():
+    structure = np.zeros((6, 6, 6), bool)
+    structure[2:4] = True
+    with pytest.raises(BoneKitError, match="shape"):
+        local_thickness(structure, region=np.ones((5, 5, 5), bool))
+    region = np.zeros_like(structure)
+    region[0:2] = True
+    with pytest.raises(BoneKitError, match="empty inside the region"):
+        local_thickness(structure, region=region)
+    with pytest.raises(BoneKitError, match="fills the region"):
+        local_thickness(structure, region=structure)
