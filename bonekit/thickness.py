@@ -82,43 +82,18 @@ def _envelope_1d(f, w2, out, v, z):
 
 
 @numba.njit(cache=True, parallel=True)
-def _edt_pass(a, axis, w2):
-    """In place: the 1D envelope along ``axis`` of a 3D float64 array, lines in parallel."""
-    nz, ny, nx = a.shape
-    if axis == 2:
-        for zz in numba.prange(nz):
-            f = np.empty(nx)
-            out = np.empty(nx)
-            v = np.empty(nx, np.int64)
-            z = np.empty(nx + 1)
-            for yy in range(ny):
-                f[:] = a[zz, yy, :]
-                _envelope_1d(f, w2, out, v, z)
-                a[zz, yy, :] = out
-    elif axis == 1:
-        for zz in numba.prange(nz):
-            f = np.empty(ny)
-            out = np.empty(ny)
-            v = np.empty(ny, np.int64)
-            z = np.empty(ny + 1)
-            for xx in range(nx):
-                for yy in range(ny):
-                    f[yy] = a[zz, yy, xx]
-                _envelope_1d(f, w2, out, v, z)
-                for yy in range(ny):
-                    a[zz, yy, xx] = out[yy]
-    else:
-        for yy in numba.prange(ny):
-            f = np.empty(nz)
-            out = np.empty(nz)
-            v = np.empty(nz, np.int64)
-            z = np.empty(nz + 1)
-            for xx in range(nx):
-                for zz in range(nz):
-                    f[zz] = a[zz, yy, xx]
-                _envelope_1d(f, w2, out, v, z)
-                for zz in range(nz):
-                    a[zz, yy, xx] = out[zz]
+def _edt_lines(a, w2):
+    """In place: the 1D envelope along the last axis of a 3D float64 array (any strides)."""
+    n0, n1, n = a.shape
+    for i in numba.prange(n0):
+        f = np.empty(n)
+        out = np.empty(n)
+        v = np.empty(n, np.int64)
+        z = np.empty(n + 1)
+        for j in range(n1):
+            f[:] = a[i, j, :]
+            _envelope_1d(f, w2, out, v, z)
+            a[i, j, :] = out
 
 
 def squared_edt(binary: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -128,7 +103,9 @@ def squared_edt(binary: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     sz, sy, sx = (float(s) for s in spacing)
     a = np.where(np.asarray(binary, dtype=bool), _INF, 0.0)
     for axis, s in ((2, sx), (1, sy), (0, sz)):
-        _edt_pass(a, axis, s * s)
+        # lines along ``axis``; the outer loop (in parallel) over the axis that is not x
+        view = np.moveaxis(a, axis, -1) if axis != 0 else a.transpose(1, 2, 0)
+        _edt_lines(view, s * s)
     return a
 
 
