@@ -16,7 +16,7 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("info", "phantom", "demo", "segment", "vertebra", "calibrate"):
+    for command in ("info", "phantom", "demo", "segment", "vertebra", "calibrate", "morphometry"):
         assert command in out
 
 
@@ -138,3 +138,32 @@ def test_bad_vertebra_input_status_2_nothing_written(scan, tmp_path, capsys, arg
     assert err.startswith("bonekit: error:") and message in err and "\n" not in err
     assert sorted(p.name for p in tmp_path.iterdir()) == before
     assert {p.name: p.stat().st_mtime_ns for p in scan.iterdir()} == scan_before
+
+
+def test_morphometry_cli_equals_the_core(tmp_path, capsys):
+    """Plates 4 voxels thick, 8 apart, 0.05 mm voxels, written as a file with a wrong header spacing
+    that --spacing corrects: the JSON holds the core's values under the issue's exact keys."""
+    from bonekit.morphometry import morphometry
+    from bonekit.volume import make_affine
+
+    a = np.zeros((30, 30, 48), np.uint8)
+    for p in range(4):
+        a[:, :, p * 12 + 4:p * 12 + 8] = 1
+    path = tmp_path / "plates.nii.gz"
+    write_volume(Volume(a, make_affine((1.0, 1.0, 1.0))), path)
+    out = tmp_path / "m.json"
+    assert main(["morphometry", str(path), "--binary", "--spacing", "0.05,0.05,0.05", "--json", str(out),
+                 "--maps", str(tmp_path / "maps")]) == 0
+    got = json.loads(out.read_text())
+    keys = ["BV/TV", "Tb.Th", "Tb.Th.SD", "Tb.Sp", "Tb.Sp.SD", "Tb.N", "BS/BV", "Conn.D", "DA", "SMI", "threshold"]
+    assert all(k in got for k in keys)
+    core, _ = morphometry(Volume(a, make_affine((0.05, 0.05, 0.05))), binary=True)
+    for k in keys:
+        assert got[k] == pytest.approx(core.to_dict()[k]), k
+    assert got["Tb.Th"] == pytest.approx(0.2) and got["units"]["Tb.Th"] == "mm"
+    th = read_volume(tmp_path / "maps" / "Tb_Th.nii.gz")
+    assert np.nanmax(th.array) == pytest.approx(0.2, rel=1e-6)
+    # bad input: a threshold that is no method, and the output onto the input
+    assert main(["morphometry", str(path), "--threshold", "magic", "--json", str(tmp_path / "x.json")]) == 2
+    assert main(["morphometry", str(path), "--binary", "--json", str(path)]) == 2
+    assert not (tmp_path / "x.json").exists() and read_volume(path).array.sum() == a.sum()
