@@ -65,8 +65,26 @@ def test_box_mask_equals_the_cropped_image():
     cropped, _ = morphometry(volume(grey[6:34, 4:30, 8:38].astype(np.float32), (0.05, 0.05, 0.05)), threshold=300.0)
     for key in ("BV/TV", "Tb.Th", "Tb.Th.SD", "Tb.Sp", "Tb.Sp.SD", "Tb.N", "Conn.D", "Euler"):
         assert masked.to_dict()[key] == pytest.approx(cropped.to_dict()[key], rel=1e-9), key
-    assert np.isnan(maps["Tb.Th"].array[mask == 0]).all()
-    assert np.nanmean(maps["Tb.Th"].array) == pytest.approx(masked.Tb_Th)
+    th = maps["Tb.Th"]  # on the mask's bounding box, with its geometry
+    assert th.shape == (28, 26, 30) and np.allclose(th.origin, image.index_to_physical([8, 4, 6]))
+    assert np.nanmean(th.array) == pytest.approx(masked.Tb_Th)
+    bone = grey[6:34, 4:30, 8:38] > 300.0
+    assert np.array_equal(np.isfinite(th.array), bone)
+
+
+def test_blur_inside_a_small_mask_equals_blurring_the_whole_image():
+    """Only the mask's box (and the blur's reach) is read: the same voxels as blurring everything."""
+    from scipy import ndimage
+
+    rng = np.random.default_rng(4)
+    grey = (ndimage.gaussian_filter(rng.standard_normal((50, 50, 50)), 2.0) * 400 + 300).astype(np.float32)
+    image = volume(grey, (0.1, 0.1, 0.1))
+    mask = np.zeros(grey.shape, np.uint8)
+    z, y, x = np.ogrid[:50, :50, :50]
+    mask[(z - 20) ** 2 + (y - 25) ** 2 + (x - 27) ** 2 <= 100] = 1
+    result, _ = morphometry(image, image.with_array(mask), threshold="default", blur_mm=0.25)
+    blurred = ndimage.gaussian_filter(grey, 2.5, mode="nearest")
+    assert result.BV_TV == pytest.approx((blurred > result.threshold)[mask == 1].mean(), abs=1e-12)
 
 
 def test_threshold_methods_and_blur():

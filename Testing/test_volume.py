@@ -86,3 +86,18 @@ def test_with_array_and_spacing_override_keep_the_rest():
     assert v.same_grid(mask) and mask.units == "label" and v.units == "HU"
     with pytest.raises(BoneKitError, match="does not lie on the image grid"):
         v.require_same_grid(w)
+
+
+def test_crop_keeps_exact_geometry_and_box_of_finds_it():
+    from bonekit.volume import make_affine
+
+    direction = np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    v = Volume(np.arange(4 * 5 * 6).reshape(4, 5, 6), make_affine((0.5, 0.7, 2.0), (10.0, -3.0, 7.0), direction))
+    box = (slice(1, 3), slice(2, 5), slice(0, 4))
+    part = v.crop(box)
+    assert np.array_equal(part.array, v.array[box])
+    # every voxel of the part is where the same voxel of the whole is
+    for ijk in ([0, 0, 0], [3, 2, 1]):
+        whole = [ijk[0] + box[2].start, ijk[1] + box[1].start, ijk[2] + box[0].start]
+        assert np.allclose(part.index_to_physical(ijk), v.index_to_physical(whole))
+    assert v.box_of(part) == box

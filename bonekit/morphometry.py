@@ -114,7 +114,9 @@ def morphometry(image: Volume, mask: Volume | None = None, threshold="default", 
     """Trabecular morphometry of ``image`` inside ``mask`` (non-zero voxels; the whole image if None).
 
     Returns the result and, with ``maps=True``, the thickness and separation maps ("Tb.Th",
-    "Tb.Sp": float32 volumes in mm on the image grid, NaN where not bone / not marrow).
+    "Tb.Sp": float32 volumes in mm on the mask's bounding box -- the image's grid, cropped, with
+    exact geometry -- NaN where not bone / not marrow). Only the bounding box (and the margin a
+    blur needs) is read, blurred and thresholded, so a small VOI in a large CT is cheap.
     """
     report = progress or (lambda f, m: None)
     if np.asarray(image.array).ndim != 3:
@@ -126,12 +128,18 @@ def morphometry(image: Volume, mask: Volume | None = None, threshold="default", 
             raise BoneKitError("The mask is empty: it has no non-zero voxel; check it belongs to this image.")
     else:
         region = np.ones(image.array.shape, bool)
-    # work on the mask's bounding box: the rest is neither bone nor marrow
+    # work on the mask's bounding box (the rest is neither bone nor marrow), blurred with the
+    # margin the Gaussian reaches (SciPy's kernel radius int(4 sigma + 0.5) voxels, plus one)
     box = tuple(slice(int(a.min()), int(a.max()) + 1) for a in np.nonzero(region))
+    reach = [int(4 * blur_mm / s + 0.5) + 1 if blur_mm > 0 else 0 for s in image.spacing_kji]
+    outer = tuple(slice(max(0, b.start - r), min(n, b.stop + r)) for b, r, n in zip(box, reach, region.shape))
+    inner = tuple(slice(b.start - o.start, b.stop - o.start) for b, o in zip(box, outer))
     sub_region = region[box]
     report(0.05, "binarising")
-    level, method, bone = binarise(image, threshold, region, blur_mm, binary)
-    bone = bone[box] & sub_region
+    outer_region = np.zeros(region[outer].shape, bool)
+    outer_region[inner] = sub_region
+    level, method, bone = binarise(image.crop(outer), threshold, outer_region, blur_mm, binary)
+    bone = bone[inner] & sub_region
     marrow = sub_region & ~bone
     n_bone, n_total = int(bone.sum()), int(sub_region.sum())
     if n_bone == 0:
@@ -157,10 +165,9 @@ def morphometry(image: Volume, mask: Volume | None = None, threshold="default", 
         BS_BV=bs / bv, Conn_D=float(conn["Conn.D"]), DA=None, SMI=None, threshold=level, method=method,
         BV=bv, TV=tv, BS=bs, euler=int(conn["euler"]), delta_euler=float(conn["delta_euler"]))
     out_maps = {}
-    if maps:
+    if maps:  # on the mask's bounding box, with its exact geometry
+        grid = image.crop(box)
         for name, m in (("Tb.Th", th_map), ("Tb.Sp", sp_map)):
-            full = np.full(image.array.shape, np.nan, np.float32)
-            full[box] = m
-            out_maps[name] = image.with_array(full, units="mm", modality=None, metadata={"map": name})
+            out_maps[name] = grid.with_array(m.astype(np.float32), units="mm", modality=None, metadata={"map": name})
     report(1.0, "morphometry done")
     return result, out_maps

@@ -100,6 +100,19 @@ class Volume:
         return Volume(self.array, make_affine(spacing, self.origin, self.direction), self.modality,
                       self.units, dict(self.metadata, spacing_overridden=[float(s) for s in spacing]))
 
+    def crop(self, box: Sequence[slice]) -> "Volume":
+        """The sub-volume ``array[box]`` (k, j, i slices with steps of 1) with its exact geometry."""
+        starts = [0 if b.start is None else int(b.start) for b in box]
+        corner = self.affine @ np.array([starts[2], starts[1], starts[0], 1.0])
+        affine = self.affine.copy()
+        affine[:, 3] = corner
+        return Volume(self.array[tuple(box)], affine, self.modality, self.units, dict(self.metadata))
+
+    def box_of(self, part: "Volume") -> tuple[slice, slice, slice]:
+        """Where a volume cropped from this one (:meth:`crop`) lies: its (k, j, i) slices here."""
+        k, j, i = np.rint(self.physical_to_index(part.origin)[::-1]).astype(int)
+        return slice(k, k + part.shape[0]), slice(j, j + part.shape[1]), slice(i, i + part.shape[2])
+
     def copy(self) -> "Volume":
         return Volume(self.array.copy(), self.affine.copy(), self.modality, self.units, dict(self.metadata))
 
