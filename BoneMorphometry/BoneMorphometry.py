@@ -16,7 +16,8 @@ from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-from BoneKitLib import ParameterNodeWidgetMixin, resultsFromTable, segmentationToLabelmap, showTable, smallSpinePhantom
+from BoneKitLib import (ParameterNodeWidgetMixin, labelmapToSegmentation, resultsFromTable, segmentationToLabelmap,
+                        showTable, smallSpinePhantom)
 from BoneMorphometryLib import BoneMorphometryLibLogic
 
 
@@ -37,7 +38,10 @@ class BoneMorphometry(ScriptedLoadableModule):
             "BMD (Li et al. 2022, JOR Spine); a cylindrical VOI 15 mm wide and 10 mm high is placed 5 mm behind "
             "the anterior cortex (Jin et al. 2021, Tomography); body heights give the Genant grade. Results: a "
             "table (one row per vertebra, units in the column headers), the body, ROI and VOI segments, and "
-            "one 'VOI centres' point per vertebra: move a point and click Apply to move that VOI.")
+            "one 'VOI centres' point per vertebra: move a point and click Apply to move that VOI. Optionally, "
+            "trabecular morphometry in each VOI (BV/TV, Tb.Th, Tb.Sp, Tb.N, BS/BV, Conn.D as BoneJ defines them) "
+            "adds columns to the table and shows a Tb.Th map over the CT; on clinical CT these are apparent "
+            "values, comparable between scans of one protocol only.")
         self.parent.acknowledgementText = _(
             "Part of the BoneKit extension. Methods: Jin et al., Tomography 2021; Löffler et al., "
             "VerSe, Radiology: Artificial Intelligence 2020; Li et al., JOR Spine 2022. GrowCut: "
@@ -56,6 +60,10 @@ class BoneMorphometryParameterNode:
     outputRegions - "L1 body", "L1 ROI", "L1 VOI" ... segments.
     outputTable - one row per vertebra.
     voiPoints - one point per vertebra at its VOI centre; a moved point moves its VOI.
+    trabecularMorphometry - also measure BV/TV, Tb.Th ... in each VOI (apparent values on clinical CT).
+    morphometryThreshold - "default" (ImageJ IsoData), "isodata", "ij_isodata", "otsu" or a number in HU.
+    morphometryBlur - Gaussian sigma in mm before thresholding (0: none).
+    outputThicknessMap - Tb.Th map (mm, 0 outside bone), shown over the CT.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
@@ -65,6 +73,10 @@ class BoneMorphometryParameterNode:
     outputRegions: vtkMRMLSegmentationNode
     outputTable: vtkMRMLTableNode
     voiPoints: vtkMRMLMarkupsFiducialNode
+    trabecularMorphometry: bool = False
+    morphometryThreshold: str = "default"
+    morphometryBlur: float = 0.0
+    outputThicknessMap: vtkMRMLScalarVolumeNode
 
 
 class BoneMorphometryWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget):
@@ -123,11 +135,17 @@ class BoneMorphometryWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidg
                                          parameters.vertebraPoints, calibrationPath=self.calibrationPath(),
                                          voiPointsNode=parameters.voiPoints, outputTableNode=parameters.outputTable,
                                          outputRegionsNode=parameters.outputRegions,
+                                         trabecularMorphometry=parameters.trabecularMorphometry,
+                                         morphometryThreshold=parameters.morphometryThreshold,
+                                         morphometryBlurMm=parameters.morphometryBlur,
+                                         outputThicknessMapNode=parameters.outputThicknessMap,
                                          progressCallback=self.reportProgress)
             parameters.vertebraSegmentation = outputs.vertebrae
             parameters.outputRegions = outputs.regions
             parameters.outputTable = outputs.table
             parameters.voiPoints = outputs.voiPoints
+            if outputs.thicknessMap is not None:
+                parameters.outputThicknessMap = outputs.thicknessMap
             showTable(outputs.table)
 
 
@@ -139,6 +157,10 @@ class BoneMorphometryLogic(ScriptedLoadableModuleLogic, BoneMorphometryLibLogic)
 
         outputs = BoneMorphometryLogic().process(getNode("CT"), pointsNode=getNode("Vertebra points"))
         outputs.table, outputs.vertebrae, outputs.regions, outputs.voiPoints
+        outputs = BoneMorphometryLogic().process(getNode("CT"), outputs.vertebrae, trabecularMorphometry=True,
+                                                 morphometryThreshold="default", morphometryBlurMm=0.0)
+        outputs.morphometry, outputs.thicknessMap   # BV/TV, Tb.Th ... of each VOI (apparent on clinical CT)
+        BoneMorphometryLogic().segmentMorphometry(getNode("CT"), outputs.regions, ["L1 ROI"])  # any segment
     """
 
     def getParameterNode(self) -> BoneMorphometryParameterNode:
@@ -154,6 +176,8 @@ class BoneMorphometryTest(ScriptedLoadableModuleTest):
     def runTest(self) -> None:
         self.setUp()
         self.test_BoneMorphometrySegmentAndMeasure()
+        self.setUp()
+        self.test_BoneMorphometryTrabecularMorphometry()
 
     def test_BoneMorphometrySegmentAndMeasure(self) -> None:
         from bonekit.vertebra import VertebraResult
@@ -180,4 +204,28 @@ class BoneMorphometryTest(ScriptedLoadableModuleTest):
             ras = outputs.voiPoints.GetNthControlPointPosition(index)
             self.assertEqual(outputs.voiPoints.GetNthControlPointLabel(index), row.vertebra)
             np.testing.assert_allclose(ras, [-row.voi_x, -row.voi_y, row.voi_z], atol=1e-9)
+        self.delayDisplay("Test passed")
+
+    def test_BoneMorphometryTrabecularMorphometry(self) -> None:
+        from bonekit.morphometry import MorphometryResult
+        from bonekit.vertebra import VertebraResult
+
+        self.delayDisplay("Starting the trabecular morphometry test")
+        phantom = smallSpinePhantom()
+        ctNode = slicer.util.addVolumeFromArray(phantom.ct.array, phantom.ct.ijk_to_ras, "CT")
+        vertebrae = labelmapToSegmentation(phantom.labels, slicer.mrmlScene, names={20: "L1", 21: "L2"},
+                                           referenceNode=ctNode, name="Vertebrae")
+        outputs = BoneMorphometryLogic().process(ctNode, vertebrae, trabecularMorphometry=True)
+        self.delayDisplay("Measured the VOIs")
+
+        self.assertEqual([r.vertebra for r in resultsFromTable(outputs.table, VertebraResult)], ["L1", "L2"])
+        morphometry = resultsFromTable(outputs.table, MorphometryResult)
+        self.assertEqual(morphometry, outputs.morphometry)
+        self.assertEqual(outputs.table.GetColumnUnitLabel("Tb.Th"), "mm")
+        for result in morphometry:
+            self.assertTrue(0.0 < result.BV_TV < 1.0 and result.Tb_Th > 0.0 and result.method == "default")
+        thickness = slicer.util.arrayFromVolume(outputs.thicknessMap)
+        self.assertEqual(thickness.shape, phantom.ct.shape)
+        self.assertTrue(np.all(np.isfinite(thickness)) and thickness.max() > 0.0 and thickness.min() == 0.0)
+        self.assertEqual(outputs.thicknessMap.GetDisplayNode().GetApplyThreshold(), 1)
         self.delayDisplay("Test passed")

@@ -1,7 +1,8 @@
 """BoneMorphometry logic (BoneMorphometryLib) on a scene built with pip slicer-core.
 
 Truths: the phantoms' own label maps and body centres, the core's analyse_vertebrae run
-directly on the same CT and labels, and the LPS <-> RAS relation (x and y negated).
+directly on the same CT and labels, the core's morphometry run on the whole CT with the VOI
+segments read back from MRML as masks, and the LPS <-> RAS relation (x and y negated).
 Phantoms: ``smallSpinePhantom(vertebrae=("L1", "L2", "L3"))`` (1.5 x 1.5 x 2 mm, coarse:
 GrowCut Dice 0.955-0.982) and the same three vertebrae at 0.75 x 0.75 x 1.25 mm (Dice 0.977-0.986).
 """
@@ -16,10 +17,11 @@ slicer = pytest.importorskip("slicer")
 from slicer_harness import ctNode, slicer_app  # noqa: E402,F401  (pytest fixtures; ctNode uses phantom below)
 
 import vtk  # noqa: E402
-from BoneKitLib import (LABEL_VALUE_TAG, labelmapToSegmentation, resultsFromTable,  # noqa: E402
-                        segmentationToLabelmap, segmentLabelValues, smallSpinePhantom)
+from BoneKitLib import (LABEL_VALUE_TAG, addResultColumns, ijkToRASMatrix, labelmapToSegmentation,  # noqa: E402
+                        resultsFromTable, segmentationToLabelmap, segmentLabelValues, smallSpinePhantom)
 from BoneMorphometryLib import BoneMorphometryLibLogic  # noqa: E402
 from BoneMorphometryLib.Logic import AUTOMATIC_VOI_ATTRIBUTE, REGION_TAG  # noqa: E402
+from BoneMorphometryLib.Trabecular import parseMorphometryBlur, parseMorphometryThreshold  # noqa: E402
 from bonekit import BoneKitError  # noqa: E402
 from bonekit.points import VERSE_NAMES, write_csv_points  # noqa: E402
 
@@ -327,3 +329,190 @@ def test_missing_calibration_file_is_refused_before_anything_is_written(slicer_a
     with pytest.raises(BoneKitError, match="calibration file .*missing.json does not exist"):
         BoneMorphometryLibLogic().analyse(ctNode, vertebraeNode, calibrationPath=tmp_path / "missing.json")
     assert slicer_app.scene.GetNumberOfNodes() == nodes
+
+
+# ----------------------------------------------------------------------------- trabecular morphometry
+def coreMorphometry(ct, masks: dict, threshold, blurMm):
+    """The core on the whole CT, one mask (boolean array on the CT grid) at a time: results and the union map."""
+    from bonekit.morphometry import morphometry
+
+    results, union = {}, np.full(ct.shape, np.nan, np.float32)
+    for name, mask in masks.items():
+        results[name], maps = morphometry(ct, ct.with_array(mask.astype(np.uint8)), threshold=threshold,
+                                          blur_mm=blurMm, maps=True)
+        part = maps["Tb.Th"]  # on the mask's bounding box
+        bone = ~np.isnan(part.array)
+        union[ct.box_of(part)][bone] = part.array[bone]
+    return results, union
+
+
+def columnUnits(tableNode) -> dict:
+    table = tableNode.GetTable()
+    return {table.GetColumnName(i): tableNode.GetColumnUnitLabel(table.GetColumnName(i)) or None
+            for i in range(table.GetNumberOfColumns())}
+
+
+@pytest.mark.parametrize("threshold, blurMm, level", [("default", 0.0, None), ("155", 1.0, 155.0),
+                                                      ("Otsu", 0.6, None)])
+def test_voi_morphometry_columns_are_the_core_values_on_the_voi_segments(slicer_app, phantom, ctNode, vertebraeNode,
+                                                                         threshold, blurMm, level):
+    from bonekit.morphometry import MorphometryResult
+    from bonekit.vertebra import VertebraResult, analyse_vertebrae
+
+    logic = BoneMorphometryLibLogic()
+    progress = []
+    outputs = logic.analyse(ctNode, vertebraeNode, trabecularMorphometry=True, morphometryThreshold=threshold,
+                            morphometryBlurMm=blurMm, progressCallback=lambda f, m: progress.append(f))
+    assert progress[0] == 0.0 and progress[-1] == 1.0 and progress == sorted(progress)
+    ct = logic.inputVolume(ctNode)
+    vois = {name: segmentArray(outputs.regions, f"{name} VOI", ct) for name in NAMES}  # read back from MRML
+    expected, _ = coreMorphometry(ct, vois, parseMorphometryThreshold(threshold), blurMm)
+    rows = resultsFromTable(outputs.table, MorphometryResult)
+    assert rows == [expected[name] for name in NAMES] == outputs.morphometry  # every column, exactly
+    for row in rows:
+        assert row.method == (threshold.lower() if level is None else "fixed") and 0.0 < row.BV_TV < 1.0
+        assert level is None or row.threshold == level
+    # the vertebra columns are untouched, and the morphometry columns carry the core's names and units
+    coreRows, _ = analyse_vertebrae(ct, phantom.labels)
+    assert resultsFromTable(outputs.table, VertebraResult) == coreRows == outputs.rows
+    units = columnUnits(outputs.table)
+    assert list(units) == [c["name"] for c in (*VertebraResult.columns(), *MorphometryResult.columns())]
+    for column in MorphometryResult.columns():
+        assert units[column["name"]] == column["unit"]
+        assert outputs.table.GetColumnDescription(column["name"]) == column["description"]
+    assert {"BV/TV", "Tb.Th", "Tb.Th.SD", "Tb.Sp", "Tb.Sp.SD", "Tb.N", "BS/BV", "Conn.D", "threshold"} <= set(units)
+    assert units["Tb.Th"] == "mm" and units["Conn.D"] == "1/mm3" and units["BV/TV"] == "1"
+
+
+def test_thickness_map_has_the_ct_geometry_and_the_core_maximum(slicer_app, phantom, ctNode, vertebraeNode):
+    logic = BoneMorphometryLibLogic()
+    views = slicer_app.addSliceViews()
+    outputs = logic.analyse(ctNode, vertebraeNode, trabecularMorphometry=True)
+    mapNode = outputs.thicknessMap
+    ct = logic.inputVolume(ctNode)
+    _, union = coreMorphometry(ct, {name: segmentArray(outputs.regions, f"{name} VOI", ct) for name in NAMES},
+                               "default", 0.0)
+    thickness = slicer.util.arrayFromVolume(mapNode)
+    assert mapNode.GetName() == "Tb.Th map" and mapNode.IsA("vtkMRMLScalarVolumeNode")
+    assert not mapNode.IsA("vtkMRMLLabelMapVolumeNode")
+    assert np.array_equal(ijkToRASMatrix(mapNode), ijkToRASMatrix(ctNode))
+    assert thickness.shape == ctNode.GetImageData().GetDimensions()[::-1] == phantom.ct.shape
+    assert thickness.dtype == np.float32 and np.all(np.isfinite(thickness))
+    assert thickness.max() == np.nanmax(union) > 0
+    assert np.array_equal(thickness, np.nan_to_num(union, nan=0.0))  # the core's map, 0 (not NaN) outside bone
+    assert mapNode.GetAttribute("BoneKit.units") == "mm"
+    # shown over the CT: foreground of every slice view, 0 (no bone) not drawn, a colour legend
+    display = mapNode.GetDisplayNode()
+    assert display.GetColorNode().GetName() == "BoneKit Inferno"
+    assert display.GetApplyThreshold() and 0.0 < display.GetLowerThreshold() < thickness[thickness > 0].min()
+    assert (display.GetWindowLevelMin(), display.GetWindowLevelMax()) == pytest.approx((0.0, thickness.max()))
+    assert all(v.GetForegroundVolumeID() == mapNode.GetID() and v.GetBackgroundVolumeID() == ctNode.GetID()
+               and v.GetForegroundOpacity() > 0 for v in views)
+    legend = slicer.vtkSlicerColorLogic.GetColorLegendDisplayNode(mapNode)
+    assert legend is not None and legend.GetVisibility() and legend.GetTitleText() == "Tb.Th (mm)"
+    # again into the same nodes: overwritten, nothing new; without morphometry the columns go
+    volumes = slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode")
+    again = logic.analyse(ctNode, vertebraeNode, trabecularMorphometry=True, morphometryBlurMm=1.0,
+                          outputTableNode=outputs.table, outputThicknessMapNode=mapNode)
+    assert (again.table, again.thicknessMap) == (outputs.table, mapNode)
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLScalarVolumeNode") == volumes
+    assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLColorLegendDisplayNode") == 1
+    assert not np.array_equal(slicer.util.arrayFromVolume(mapNode), thickness)
+    plain = logic.analyse(ctNode, vertebraeNode, outputTableNode=outputs.table)
+    assert plain.thicknessMap is None and plain.morphometry == [] and "Tb.Th" not in columnUnits(outputs.table)
+
+
+def test_process_passes_the_morphometry_options(slicer_app, ctNode, vertebraeNode):
+    from bonekit.morphometry import MorphometryResult
+
+    outputs = BoneMorphometryLibLogic().process(ctNode, vertebraeNode, trabecularMorphometry=True,
+                                                morphometryThreshold=155, morphometryBlurMm=0.5)
+    assert [r.threshold for r in resultsFromTable(outputs.table, MorphometryResult)] == [155.0] * 3
+    assert outputs.thicknessMap is not None and len(outputs.morphometry) == 3
+
+
+def test_segment_morphometry_in_any_segment(slicer_app, phantom, ctNode, vertebraeNode):
+    from bonekit.morphometry import MorphometryResult
+
+    logic = BoneMorphometryLibLogic()
+    regions = logic.analyse(ctNode, vertebraeNode).regions
+    ct = logic.inputVolume(ctNode)
+    chosen = ["L1 ROI", regions.GetSegmentation().GetSegmentIdBySegmentName("L2 VOI")]  # a name and an ID
+    outputs = logic.segmentMorphometry(ctNode, regions, chosen, threshold="default", blurMm=0.5)
+    masks = {name: segmentArray(regions, name, ct) for name in ("L1 ROI", "L2 VOI")}
+    expected, union = coreMorphometry(ct, masks, "default", 0.5)
+    assert outputs.table.GetName() == "Trabecular morphometry"
+    assert list(columnUnits(outputs.table))[0] == "Segment"
+    segmentColumn = outputs.table.GetTable().GetColumnByName("Segment")
+    assert [segmentColumn.GetValue(i) for i in range(2)] == ["L1 ROI", "L2 VOI"]
+    assert resultsFromTable(outputs.table, MorphometryResult) == list(expected.values())
+    assert outputs.results == expected
+    thickness = slicer.util.arrayFromVolume(outputs.thicknessMap)
+    assert np.array_equal(ijkToRASMatrix(outputs.thicknessMap), ijkToRASMatrix(ctNode))
+    assert thickness.max() == np.nanmax(union) and np.array_equal(thickness, np.nan_to_num(union, nan=0.0))
+    # every segment by default
+    assert len(logic.segmentMorphometry(ctNode, vertebraeNode, showThicknessMap=False).results) == 3
+
+
+def test_empty_or_missing_segments_are_refused_clearly(slicer_app, ctNode, vertebraeNode):
+    logic = BoneMorphometryLibLogic()
+    vertebraeNode.GetSegmentation().AddEmptySegment("", "Drawn VOI")
+    nodes = slicer_app.scene.GetNumberOfNodes()
+    with pytest.raises(BoneKitError, match="The segment 'Drawn VOI' of 'Vertebrae' is empty on the CT grid"):
+        logic.segmentMorphometry(ctNode, vertebraeNode, ["L1", "Drawn VOI"])
+    with pytest.raises(BoneKitError, match="'Vertebrae' has no segment 'L4'"):
+        logic.segmentMorphometry(ctNode, vertebraeNode, ["L4"])
+    with pytest.raises(BoneKitError, match="No segmentation selected for the trabecular morphometry"):
+        logic.segmentMorphometry(ctNode, None)
+    empty = slicer_app.scene.AddNewNodeByClass("vtkMRMLSegmentationNode", "Nothing")
+    with pytest.raises(BoneKitError, match="'Nothing' is empty: it has no segments"):
+        logic.segmentMorphometry(ctNode, empty)
+    slicer_app.scene.RemoveNode(empty)
+    assert slicer_app.scene.GetNumberOfNodes() == nodes  # nothing written
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"morphometryThreshold": "bone"}, "threshold must be default, ij_isodata, isodata, otsu or a number in HU"),
+    ({"morphometryThreshold": float("nan")}, "threshold must be"),
+    ({"morphometryBlurMm": -0.5}, "blur must be a Gaussian sigma in mm >= 0"),
+    ({"morphometryThreshold": 5000}, "Trabecular morphometry of L1 VOI: No bone inside the mask at threshold 5000"),
+    ({"morphometryThreshold": -500}, "L1 VOI: Everything inside the mask is bone"),
+])
+def test_bad_morphometry_options_are_refused_before_anything_is_written(slicer_app, ctNode, vertebraeNode, options,
+                                                                         message):
+    nodes = slicer_app.scene.GetNumberOfNodes()
+    with pytest.raises(BoneKitError, match=message):
+        BoneMorphometryLibLogic().analyse(ctNode, vertebraeNode, trabecularMorphometry=True, **options)
+    assert slicer_app.scene.GetNumberOfNodes() == nodes
+    BoneMorphometryLibLogic().analyse(ctNode, vertebraeNode, **options)  # ignored without morphometry
+
+
+def test_the_ct_cannot_be_the_thickness_map(slicer_app, ctNode, vertebraeNode):
+    logic = BoneMorphometryLibLogic()
+    with pytest.raises(BoneKitError, match="'CT' is chosen both as the input CT and as the Tb.Th map"):
+        logic.process(ctNode, vertebraeNode, trabecularMorphometry=True, outputThicknessMapNode=ctNode)
+    labelmap = slicer_app.scene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "Labels")
+    with pytest.raises(BoneKitError, match="the Tb.Th map needs a scalar volume"):
+        logic.segmentMorphometry(ctNode, vertebraeNode, outputThicknessMapNode=labelmap)
+
+
+def test_morphometry_options_are_parsed():
+    assert parseMorphometryThreshold(None) == parseMorphometryThreshold(" ") == "default"
+    assert parseMorphometryThreshold("Default") == "default" and parseMorphometryThreshold("OTSU") == "otsu"
+    assert parseMorphometryThreshold(" -50.5 ") == -50.5 and parseMorphometryThreshold(200) == 200.0
+    for bad in ("abc", True, float("inf"), [200]):
+        with pytest.raises(BoneKitError, match="threshold must be"):
+            parseMorphometryThreshold(bad)
+    assert parseMorphometryBlur(None) == 0.0 and parseMorphometryBlur("0.6") == 0.6
+    for bad in (-1, "x", float("nan"), True):
+        with pytest.raises(BoneKitError, match="blur must be"):
+            parseMorphometryBlur(bad)
+
+
+def test_added_columns_need_one_record_per_row(slicer_app, ctNode, vertebraeNode):
+    from bonekit.morphometry import MorphometryResult
+
+    table = BoneMorphometryLibLogic().analyse(ctNode, vertebraeNode).table
+    with pytest.raises(BoneKitError, match="has 3 rows, but 2 MorphometryResult records"):
+        addResultColumns([MorphometryResult(), MorphometryResult()], table)
+

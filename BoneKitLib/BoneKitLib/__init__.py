@@ -12,7 +12,7 @@ Example (Slicer's Python console)::
     node = BoneKitLib.volumeToNode(ct, slicer.mrmlScene, name="copy")
 """
 
-from .display import COLORMAPS, colorTableNode, showOverlay, showTable
+from .display import COLORMAPS, colorTableNode, showColorLegend, showOverlay, showTable
 from .growcut import vtkGrowCut
 from .gui import ParameterNodeWidgetMixin, reloadPackages
 from .inputs import (CTInputLogic, CTSummary, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
@@ -20,7 +20,7 @@ from .inputs import (CTInputLogic, CTSummary, ProgressCallback, checkHounsfieldU
 from .samples import smallSpinePhantom
 from .segmentations import (LABEL_VALUE_TAG, ensureConverterRules, labelmapToSegmentation, segmentationToLabelmap,
                             segmentLabelValues)
-from .tables import resultsFromTable, resultsToTable
+from .tables import addResultColumns, resultsFromTable, resultsToTable
 from .volumes import ijkToRASMatrix, setIJKToRASMatrix, volumeFromNode, volumeToNode
 
 __all__ = [
@@ -32,9 +32,9 @@ __all__ = [
     # GrowCut on Slicer's vtkImageGrowCutSegment (a bonekit.segment.GrowCutFunction)
     "vtkGrowCut",
     # tables
-    "resultsToTable", "resultsFromTable",
+    "resultsToTable", "resultsFromTable", "addResultColumns",
     # display
-    "COLORMAPS", "colorTableNode", "showOverlay", "showTable",
+    "COLORMAPS", "colorTableNode", "showOverlay", "showColorLegend", "showTable",
     # module inputs
     "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary", "summarizeCT", "ctSummaryTable",
     "ProgressCallback", "reportProgress", "CTInputLogic",

@@ -15,7 +15,7 @@ import slicer
 
 from bonekit import BoneKitError
 
-__all__ = ["COLORMAPS", "colorTableNode", "showOverlay", "showTable"]
+__all__ = ["COLORMAPS", "colorTableNode", "showOverlay", "showColorLegend", "showTable"]
 
 #: Control colours (hex, low to high values), linearly interpolated in RGB.
 COLORMAPS: dict[str, tuple[str, ...]] = {
@@ -126,6 +126,41 @@ def showOverlay(mapNode, valueRange: Sequence[float], *, threshold: float | None
         compositeNode.SetForegroundVolumeID(mapNode.GetID())
         compositeNode.SetForegroundOpacity(opacity)
     return displayNode
+
+
+def showColorLegend(mapNode, title: str | None = None, labelFormat: str = "%.2f"):
+    """Show a colour legend (scalar bar) of a map's colour table in the views that show the map.
+
+    Parameters
+    ----------
+    mapNode : vtkMRMLScalarVolumeNode
+        A map with a display node (e.g. after :func:`showOverlay`); the legend follows its
+        colour table and window/level.
+    title : str, optional
+        Legend title, e.g. "Tb.Th (mm)"; by default the node name.
+    labelFormat : str
+        printf format of the tick labels.
+
+    Returns
+    -------
+    vtkMRMLColorLegendDisplayNode
+        The map's legend (created on first use, reused after).
+    """
+    scene = mapNode.GetScene()
+    if mapNode.GetDisplayNode() is None:
+        mapNode.CreateDefaultDisplayNodes()
+    # Slicer's Colors module registers the legend node class at start-up; pip slicer-core does not.
+    if not scene.IsNodeClassRegistered("vtkMRMLColorLegendDisplayNode"):
+        scene.RegisterNodeClass(slicer.vtkMRMLColorLegendDisplayNode())
+    legend = slicer.vtkSlicerColorLogic.AddDefaultColorLegendDisplayNode(mapNode)
+    if legend is None:
+        raise BoneKitError(f"Slicer could not create a colour legend for '{mapNode.GetName()}'.")
+    wasModifying = legend.StartModify()
+    legend.SetTitleText(title or mapNode.GetName())
+    legend.SetLabelFormat(labelFormat)
+    legend.SetVisibility(True)
+    legend.EndModify(wasModifying)
+    return legend
 
 
 def showTable(tableNode) -> None:

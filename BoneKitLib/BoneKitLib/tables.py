@@ -22,7 +22,7 @@ import vtk
 from bonekit import BoneKitError
 from bonekit.results import Result
 
-__all__ = ["resultsToTable", "resultsFromTable"]
+__all__ = ["resultsToTable", "resultsFromTable", "addResultColumns"]
 
 R = TypeVar("R", bound=Result)
 
@@ -89,6 +89,58 @@ def resultsToTable(results: Sequence[Result], sceneOrNode, *, resultType: type[R
         if column["description"]:
             tableNode.SetColumnDescription(column["name"], column["description"])
     tableNode.SetAttribute(RESULT_TYPE_ATTRIBUTE, f"{resultType.__module__}.{resultType.__qualname__}")
+    tableNode.EndModify(wasModifying)
+    return tableNode
+
+
+def addResultColumns(results: Sequence[Result], tableNode, *, resultType: type[Result] | None = None):
+    """Add the columns of a second record type to a table, one record per existing row.
+
+    For tables that put two kinds of result side by side (a vertebra's measurements and its
+    VOI's trabecular morphometry): the columns are written as :func:`resultsToTable` writes
+    them (display names, unit labels, descriptions, None as NaN or ""). A column already in
+    the table under one of these names is replaced; the others, and the table's result-type
+    attribute, are kept, so :func:`resultsFromTable` reads either record type back.
+
+    Parameters
+    ----------
+    results : list of Result dataclass instances, all of one type
+        One per row of the table, in row order (any number for a table without columns).
+    tableNode : vtkMRMLTableNode
+    resultType : Result subclass, optional
+        Needed only when ``results`` is empty.
+
+    Returns
+    -------
+    vtkMRMLTableNode
+        ``tableNode``.
+    """
+    resultType = resultType or (type(results[0]) if results else None)
+    if resultType is None:
+        raise BoneKitError("No results to add, and no result type given for the columns.")
+    if any(type(r) is not resultType for r in results):
+        raise BoneKitError(f"All the added rows must be {resultType.__name__} records.")
+    if tableNode.GetNumberOfColumns() and len(results) != tableNode.GetNumberOfRows():
+        raise BoneKitError(f"The table '{tableNode.GetName()}' has {tableNode.GetNumberOfRows()} rows, but "
+                           f"{len(results)} {resultType.__name__} records were given for it.")
+    table = tableNode.GetTable()
+    wasModifying = tableNode.StartModify()
+    for column in resultType.columns():
+        for index in range(table.GetNumberOfColumns()):
+            if table.GetColumnName(index) == column["name"]:
+                tableNode.RemoveColumn(index)
+                break
+        kind, _, _ = _fieldKind(column["type"])
+        array = vtk.vtkDoubleArray() if kind == "number" else vtk.vtkStringArray()
+        array.SetName(column["name"])
+        array.SetNumberOfValues(len(results))
+        for row, record in enumerate(results):
+            array.SetValue(row, _encode(kind, getattr(record, column["attribute"])))
+        tableNode.AddColumn(array)
+        if column["unit"] is not None:
+            tableNode.SetColumnUnitLabel(column["name"], column["unit"])
+        if column["description"]:
+            tableNode.SetColumnDescription(column["name"], column["description"])
     tableNode.EndModify(wasModifying)
     return tableNode
 

@@ -13,6 +13,12 @@ The module works vertebra by vertebra (Li et al. 2022; Jin et al. 2021; Löffler
    and a point list "VOI centres" with one point per vertebra at its cylindrical VOI's centre.
    Moving a VOI point and analysing again moves that VOI (and changes only the VOI segments and
    VOI columns); deleting it gives the automatic centre back.
+3. Trabecular morphometry (``trabecularMorphometry=True`` in :meth:`~BoneMorphometryLibLogic.analyse`
+   and ``process``): :func:`bonekit.morphometry.morphometry` in each vertebra's VOI, its columns
+   (BV/TV, Tb.Th, Tb.Sp, Tb.N, BS/BV, Conn.D, threshold ...) added to the vertebra table, and a
+   Tb.Th map shown over the CT. :meth:`~BoneMorphometryLibLogic.segmentMorphometry` does the same
+   in any segments (an ROI, a hand-drawn region). On clinical CT these are *apparent* values (see
+   :mod:`BoneMorphometryLib.Trabecular`).
 
 The regions go to their own segmentation node so that the vertebra segmentation stays what the
 user made or edited (and a valid input for the next run), while the regions, which are derived,
@@ -33,11 +39,15 @@ import numpy as np
 from bonekit import BoneKitError, Volume
 from bonekit.points import VERSE_NAMES, verse_id
 
-from BoneKitLib import (LABEL_VALUE_TAG, ProgressCallback, ctVolumeFromNode, labelmapToSegmentation, reportProgress,
-                        resultsToTable, segmentationToLabelmap, segmentLabelValues)
+from BoneKitLib import (LABEL_VALUE_TAG, ProgressCallback, addResultColumns, ctVolumeFromNode, labelmapToSegmentation,
+                        reportProgress, resultsToTable, segmentationToLabelmap, segmentLabelValues, showColorLegend,
+                        showOverlay, volumeToNode)
 
-__all__ = ["BoneMorphometryLibLogic", "BoneMorphometryOutputs", "RAS_FROM_LPS", "REGIONS", "REGION_TAG",
-           "AUTOMATIC_VOI_ATTRIBUTE"]
+from .Trabecular import (MAP_NAME, RegionName, TrabecularMorphometryOutputs, parseMorphometryBlur,
+                         parseMorphometryThreshold, regionMorphometry)
+
+__all__ = ["BoneMorphometryLibLogic", "BoneMorphometryOutputs", "TrabecularMorphometryOutputs", "RAS_FROM_LPS",
+           "REGIONS", "REGION_TAG", "AUTOMATIC_VOI_ATTRIBUTE"]
 
 #: LPS <-> RAS: negate x and y (the same diagonal both ways).
 RAS_FROM_LPS = np.array([-1.0, -1.0, 1.0])
@@ -66,6 +76,8 @@ class BoneMorphometryOutputs:
     table: Any          # vtkMRMLTableNode: one VertebraResult row per vertebra
     voiPoints: Any      # vtkMRMLMarkupsFiducialNode "VOI centres": one point per vertebra (RAS)
     rows: list = field(default_factory=list)  # the VertebraResult records in the table
+    morphometry: list = field(default_factory=list)  # a MorphometryResult per row (VOI), with trabecularMorphometry
+    thicknessMap: Any = None  # vtkMRMLScalarVolumeNode "Tb.Th map" (mm, 0 outside bone), with trabecularMorphometry
 
 
 def _scaled(callback: ProgressCallback | None, start: float, stop: float) -> ProgressCallback | None:
@@ -110,6 +122,13 @@ class BoneMorphometryLibLogic:
     regionsName = "Vertebra regions"
     tableName = "Vertebra measurements"
     voiPointsName = "VOI centres"
+    morphometryTableName = "Trabecular morphometry"
+    thicknessMapName = "Tb.Th map"
+    #: Colour map of the Tb.Th overlay (:data:`BoneKitLib.COLORMAPS`), its opacity, and the level
+    #: below which voxels are not drawn: every bone voxel has a thickness > 0, the rest is 0.
+    thicknessColormap = "Inferno"
+    thicknessOpacity = 0.6
+    thicknessShownAbove = 1e-3
 
     # ------------------------------------------------------------------ inputs
     def inputVolume(self, node) -> Volume:
@@ -295,9 +314,12 @@ class BoneMorphometryLibLogic:
         return overrides
 
     def analyse(self, inputVolumeNode, segmentationNode, calibrationPath=None, voiPointsNode=None,
-                outputTableNode=None, outputRegionsNode=None,
+                outputTableNode=None, outputRegionsNode=None, trabecularMorphometry: bool = False,
+                morphometryThreshold="default", morphometryBlurMm: float = 0.0, outputThicknessMapNode=None,
+                showThicknessMap: bool = True,
                 progressCallback: ProgressCallback | None = None) -> BoneMorphometryOutputs:
-        """Body, trabecular ROI, cylindrical VOI, HU/BMD, heights and Genant grade of each vertebra.
+        """Body, trabecular ROI, cylindrical VOI, HU/BMD, heights and Genant grade of each vertebra,
+        and optionally the trabecular morphometry of each VOI.
 
         Parameters
         ----------
@@ -316,31 +338,69 @@ class BoneMorphometryLibLogic:
         outputRegionsNode : vtkMRMLSegmentationNode, optional
             Emptied and filled with "<vertebra> body", "<vertebra> ROI" and "<vertebra> VOI"
             segments; by default a new "Vertebra regions" node.
+        trabecularMorphometry : bool
+            Also measure :func:`bonekit.morphometry.morphometry` in each VOI (exactly the "L1 VOI"
+            segments): its columns (``MorphometryResult.columns()``: BV/TV, Tb.Th, Tb.Th.SD, Tb.Sp,
+            Tb.Sp.SD, Tb.N, BS/BV, Conn.D, DA, SMI, threshold, method, BV, TV, BS, Euler,
+            Euler.delta) are added to the table and a Tb.Th map is written. **On clinical CT
+            (voxels of about 0.5 mm, wider than trabeculae) these are apparent values**, not true
+            trabecular ones: comparable between scans of one protocol, not with micro-CT.
+        morphometryThreshold : "default" | "ij_isodata" | "isodata" | "otsu" | number
+            Bone is above this level in HU; the automatic methods (ImageJ's, "default" = ImageJ
+            "Default" IsoData) are computed inside each VOI. Text such as "200" is a number.
+        morphometryBlurMm : float
+            Gaussian sigma (mm) applied before thresholding; 0 for none.
+        outputThicknessMapNode : vtkMRMLScalarVolumeNode, optional
+            Overwritten with the Tb.Th map; by default a new "Tb.Th map" volume.
+        showThicknessMap : bool
+            Show the map over the CT (foreground layer, colour legend); see :meth:`showThicknessMap`.
         progressCallback : callable(fraction, message), optional
 
         Returns
         -------
         BoneMorphometryOutputs
+            With ``morphometry`` (one MorphometryResult per row) and ``thicknessMap`` when
+            ``trabecularMorphometry`` is on. A VOI that cannot be measured (empty, no bone or
+            only bone at the threshold) raises a :class:`bonekit.BoneKitError` naming it, and
+            nothing is written.
         """
         from bonekit.vertebra import analyse_vertebrae
 
         if outputRegionsNode is not None and outputRegionsNode is segmentationNode:
             raise BoneKitError(f"'{segmentationNode.GetName()}' is chosen both as the vertebra segmentation and as "
                                "the output regions; choose another node (or none) for the regions.")
+        if trabecularMorphometry:
+            morphometryThreshold = parseMorphometryThreshold(morphometryThreshold)
+            morphometryBlurMm = parseMorphometryBlur(morphometryBlurMm)
+            self._checkThicknessMapNode(outputThicknessMapNode, inputVolumeNode)
         reportProgress(progressCallback, 0.0, "Reading the vertebra segmentation")
         ct = self.inputVolume(inputVolumeNode)
         labels, names = self.vertebraLabels(segmentationNode, ct)
         calibration = self.calibration(calibrationPath)
         overrides = self.voiOverrides(voiPointsNode, names)
+        analysed = 0.5 if trabecularMorphometry else 0.8
         rows, masks = analyse_vertebrae(ct, labels, calibration, voi_centres=overrides or None,
-                                        progress=_scaled(progressCallback, 0.1, 0.8))
-        reportProgress(progressCallback, 0.8, "Writing the table, regions and VOI centres")
+                                        progress=_scaled(progressCallback, 0.1, analysed))
+        morphometry, thickness = [], None
+        if trabecularMorphometry:
+            voi = masks.voi.array
+            measured, thickness = regionMorphometry(
+                ct, ((f"{row.vertebra} VOI", voi == row.label) for row in rows), morphometryThreshold,
+                morphometryBlurMm, count=len(rows), progressCallback=_scaled(progressCallback, analysed, 0.85))
+            morphometry = [result for _, result in measured]
+        reportProgress(progressCallback, 0.85 if trabecularMorphometry else 0.8,
+                       "Writing the table, regions and VOI centres")
         scene = inputVolumeNode.GetScene()
         table = resultsToTable(rows, outputTableNode or scene, name=None if outputTableNode else self.tableName)
+        thicknessMap = None
+        if trabecularMorphometry:
+            addResultColumns(morphometry, table)
+            thicknessMap = self.writeThicknessMap(thickness, inputVolumeNode, outputThicknessMapNode,
+                                                  show=showThicknessMap)
         regions = self.writeRegions(masks, inputVolumeNode, outputRegionsNode)
         voiPoints = self.writeVoiPoints(rows, overrides, scene, voiPointsNode)
         reportProgress(progressCallback, 1.0, "Done")
-        return BoneMorphometryOutputs(segmentationNode, regions, table, voiPoints, rows)
+        return BoneMorphometryOutputs(segmentationNode, regions, table, voiPoints, rows, morphometry, thicknessMap)
 
     def writeRegions(self, masks, inputVolumeNode, regionsNode=None):
         """The body, ROI and VOI label maps as segments "L1 body", "L1 ROI", "L1 VOI" ... (VOI shown in 3D)."""
@@ -406,20 +466,157 @@ class BoneMorphometryLibLogic:
         voiPointsNode.EndModify(wasModifying)
         return voiPointsNode
 
+    # ------------------------------------------------------------------ trabecular morphometry
+    def segmentMorphometry(self, inputVolumeNode, segmentationNode, segments=None, threshold="default",
+                           blurMm: float = 0.0, outputTableNode=None, outputThicknessMapNode=None,
+                           showThicknessMap: bool = True,
+                           progressCallback: ProgressCallback | None = None) -> TrabecularMorphometryOutputs:
+        """Trabecular morphometry (:func:`bonekit.morphometry.morphometry`) in each of the chosen segments.
+
+        For a region other than the automatic VOIs (which :meth:`analyse` measures with
+        ``trabecularMorphometry=True``): a vertebra's "L1 ROI", a VOI drawn in the Segment Editor ...
+        **On clinical CT the values are apparent, not true, trabecular values** (voxels of about
+        0.5 mm are wider than trabeculae): compare them between scans of one protocol only.
+
+        Parameters
+        ----------
+        inputVolumeNode : vtkMRMLScalarVolumeNode
+            CT in HU.
+        segmentationNode : vtkMRMLSegmentationNode
+            Holds the regions. Not modified.
+        segments : list of str, optional
+            Segment IDs or names; by default every segment. Each is measured on its own.
+        threshold : "default" | "ij_isodata" | "isodata" | "otsu" | number
+            Bone is above this level in HU (an automatic level is computed inside each segment).
+        blurMm : float
+            Gaussian sigma (mm) applied before thresholding; 0 for none.
+        outputTableNode : vtkMRMLTableNode, optional
+            Overwritten; by default a new "Trabecular morphometry" table: one row per segment,
+            "Segment" then the columns of ``MorphometryResult.columns()`` (names and units).
+        outputThicknessMapNode : vtkMRMLScalarVolumeNode, optional
+            Overwritten with the Tb.Th map; by default a new "Tb.Th map" volume.
+        showThicknessMap : bool
+            Show the map over the CT (see :meth:`showThicknessMap`).
+        progressCallback : callable(fraction, message), optional
+
+        Returns
+        -------
+        TrabecularMorphometryOutputs
+            ``table``, ``thicknessMap``, ``results`` ({segment name: MorphometryResult}).
+
+        Raises
+        ------
+        BoneKitError
+            No segmentation, an unknown segment, an empty segment, a bad threshold or blur, or a
+            segment the core cannot measure; nothing is written then.
+        """
+        threshold = parseMorphometryThreshold(threshold)
+        blurMm = parseMorphometryBlur(blurMm)
+        self._checkThicknessMapNode(outputThicknessMapNode, inputVolumeNode)
+        reportProgress(progressCallback, 0.0, "Reading the segments")
+        ct = self.inputVolume(inputVolumeNode)
+        segmentIds = self._segmentIds(segmentationNode, segments)
+        segmentation = segmentationNode.GetSegmentation()
+        names = [segmentation.GetSegment(segmentId).GetName() for segmentId in segmentIds]
+
+        def regions():
+            for segmentId, name in zip(segmentIds, names):
+                labels, _ = segmentationToLabelmap(segmentationNode, ct, [segmentId])
+                if not labels.array.any():
+                    raise BoneKitError(f"The segment '{name}' of '{segmentationNode.GetName()}' is empty on the CT "
+                                       "grid: it holds no voxel of the CT. Draw it on this CT or pick another segment.")
+                yield f"segment '{name}'", labels.array
+
+        measured, thickness = regionMorphometry(ct, regions(), threshold, blurMm, count=len(segmentIds),
+                                                progressCallback=_scaled(progressCallback, 0.05, 0.9))
+        reportProgress(progressCallback, 0.9, "Writing the table and the Tb.Th map")
+        results = [result for _, result in measured]
+        table = resultsToTable([RegionName(name) for name in names], outputTableNode or inputVolumeNode.GetScene(),
+                               name=None if outputTableNode else self.morphometryTableName)
+        addResultColumns(results, table)
+        thicknessMap = self.writeThicknessMap(thickness, inputVolumeNode, outputThicknessMapNode,
+                                              show=showThicknessMap)
+        reportProgress(progressCallback, 1.0, "Done")
+        return TrabecularMorphometryOutputs(table, thicknessMap, dict(zip(names, results)))
+
+    @staticmethod
+    def _segmentIds(segmentationNode, segments) -> list[str]:
+        """IDs of ``segments`` (IDs or names; all when None), checked."""
+        if segmentationNode is None:
+            raise BoneKitError("No segmentation selected for the trabecular morphometry. Choose the segmentation "
+                               "that holds the region(s) to measure.")
+        segmentation = segmentationNode.GetSegmentation()
+        if segmentation.GetNumberOfSegments() == 0:
+            raise BoneKitError(f"The segmentation '{segmentationNode.GetName()}' is empty: it has no segments.")
+        if segments is None:
+            return list(segmentation.GetSegmentIDs())
+        if isinstance(segments, str):
+            segments = [segments]
+        ids = []
+        for segment in segments:
+            segmentId = segment if segmentation.GetSegment(segment) is not None \
+                else segmentation.GetSegmentIdBySegmentName(segment)
+            if not segmentId:
+                raise BoneKitError(f"The segmentation '{segmentationNode.GetName()}' has no segment '{segment}'.")
+            ids.append(segmentId)
+        if not ids:
+            raise BoneKitError("No segment chosen for the trabecular morphometry.")
+        return ids
+
+    @staticmethod
+    def _checkThicknessMapNode(mapNode, inputVolumeNode) -> None:
+        if mapNode is None:
+            return
+        if mapNode is inputVolumeNode:
+            raise BoneKitError(f"'{mapNode.GetName()}' is chosen both as the input CT and as the Tb.Th map; choose "
+                               "another volume (or none) for the map.")
+        if mapNode.IsA("vtkMRMLLabelMapVolumeNode") or not mapNode.IsA("vtkMRMLScalarVolumeNode"):
+            raise BoneKitError(f"'{mapNode.GetName()}' is a {mapNode.GetClassName()}; the Tb.Th map needs a scalar "
+                               "volume (or none, for a new one).")
+
+    def writeThicknessMap(self, thickness: Volume, inputVolumeNode, mapNode=None, show: bool = True):
+        """The Tb.Th map (mm, 0 outside bone) in a new "Tb.Th map" volume or ``mapNode``, on the CT's grid."""
+        self._checkThicknessMapNode(mapNode, inputVolumeNode)
+        node = volumeToNode(thickness, mapNode or inputVolumeNode.GetScene(),
+                            name=None if mapNode else self.thicknessMapName)
+        if show:
+            self.showThicknessMap(node, inputVolumeNode, float(np.max(thickness.array)))
+        return node
+
+    def showThicknessMap(self, mapNode, inputVolumeNode=None, maximum: float | None = None):
+        """Show the Tb.Th map over the CT: foreground layer of every slice view, "BoneKit Inferno" colours
+        from 0 to ``maximum`` mm (the map's maximum by default), voxels outside bone (0) transparent,
+        and a colour legend "Tb.Th (mm)". Returns the map's display node."""
+        if maximum is None:
+            from slicer.util import arrayFromVolume
+            maximum = float(np.max(arrayFromVolume(mapNode)))
+        displayNode = showOverlay(mapNode, (0.0, max(maximum, self.thicknessShownAbove * 2)),
+                                  threshold=self.thicknessShownAbove, colormap=self.thicknessColormap,
+                                  opacity=self.thicknessOpacity, backgroundNode=inputVolumeNode)
+        showColorLegend(mapNode, f"{MAP_NAME} (mm)")
+        return displayNode
+
     # ------------------------------------------------------------------ both
     def process(self, inputVolumeNode, vertebraSegmentationNode=None, pointsNode=None, calibrationPath=None,
-                voiPointsNode=None, outputTableNode=None, outputRegionsNode=None,
+                voiPointsNode=None, outputTableNode=None, outputRegionsNode=None, trabecularMorphometry: bool = False,
+                morphometryThreshold="default", morphometryBlurMm: float = 0.0, outputThicknessMapNode=None,
+                showThicknessMap: bool = True,
                 progressCallback: ProgressCallback | None = None) -> BoneMorphometryOutputs:
         """Segment (when needed) and analyse.
 
         The vertebrae are segmented from ``pointsNode`` when ``vertebraSegmentationNode`` is None or
         has no segments (a new node, or the given one filled); a segmentation that has segments is
         analysed as it is, so that edits made in the Segment Editor are kept and moving a VOI
-        point does not segment again. Other parameters: see :meth:`segment` and :meth:`analyse`.
+        point does not segment again. Other parameters (trabecular morphometry of the VOIs
+        included): see :meth:`segment` and :meth:`analyse`.
         """
         if voiPointsNode is not None and voiPointsNode is pointsNode:
             raise BoneKitError(f"'{pointsNode.GetName()}' is chosen both as the vertebra points and as the VOI "
                                "centres; choose another point list (or none) for the VOI centres.")
+        if trabecularMorphometry:  # checked before segmenting, which takes a while
+            morphometryThreshold = parseMorphometryThreshold(morphometryThreshold)
+            morphometryBlurMm = parseMorphometryBlur(morphometryBlurMm)
+            self._checkThicknessMapNode(outputThicknessMapNode, inputVolumeNode)
         hasSegments = (vertebraSegmentationNode is not None
                        and vertebraSegmentationNode.GetSegmentation().GetNumberOfSegments() > 0)
         if not hasSegments:
@@ -433,4 +630,6 @@ class BoneMorphometryLibLogic:
                          "used). Empty it to segment again.", vertebraSegmentationNode.GetName())
         start = 0.6 if not hasSegments else 0.0
         return self.analyse(inputVolumeNode, vertebraSegmentationNode, calibrationPath, voiPointsNode,
-                            outputTableNode, outputRegionsNode, _scaled(progressCallback, start, 1.0))
+                            outputTableNode, outputRegionsNode, trabecularMorphometry, morphometryThreshold,
+                            morphometryBlurMm, outputThicknessMapNode, showThicknessMap,
+                            _scaled(progressCallback, start, 1.0))
