@@ -53,6 +53,24 @@ def test_anisotropic_plates_equal_isotropic_ones():
     assert fine.BV_TV == pytest.approx(coarse.BV_TV) and fine.BS_BV == pytest.approx(coarse.BS_BV, rel=1e-6)
 
 
+def test_itk_option_gives_the_plate_model_values():
+    """ITKBoneMorphometry on plates normal to an axis: P_L = 2/(3p) per mm, so Tb.Th = 1.5 t,
+    Tb.Sp = 1.5 (p - t), Tb.N = 2/(3p), BS/BV = 4/(3t) (its documented plate-model bias)."""
+    itk = pytest.importorskip("itk")
+    if not hasattr(itk, "BoneMorphometryFeaturesFilter"):
+        pytest.skip("itk-bonemorphometry is not installed")
+    t, gap, s = 4, 8, 0.05
+    result, _ = morphometry(volume(plates(t, gap), (s,) * 3), binary=True, itk=True)
+    p = t + gap
+    got = result.itk
+    assert got["BV/TV"] == pytest.approx(t / p)
+    assert got["Tb.Th"] == pytest.approx(1.5 * t * s) and got["Tb.Sp"] == pytest.approx(1.5 * gap * s)
+    assert got["Tb.N"] == pytest.approx(2 / (3 * p * s)) and got["BS/BV"] == pytest.approx(4 / (3 * t * s))
+    assert morphometry(volume(plates(t, gap), (s,) * 3), binary=True)[0].itk is None
+    with pytest.raises(BoneKitError, match="isotropic"):
+        morphometry(volume(plates(t, gap), (0.05, 0.05, 0.1)), binary=True, itk=True)
+
+
 def test_box_mask_equals_the_cropped_image():
     rng = np.random.default_rng(2)
     from scipy import ndimage

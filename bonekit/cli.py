@@ -246,7 +246,7 @@ def cmd_morphometry(args) -> int:
     started = time.perf_counter()
     with _Progress("morphometry") as progress:
         result, maps = morphometry(image, mask, threshold=args.threshold, blur_mm=args.blur, binary=args.binary,
-                                   maps=maps_dir is not None, progress=progress)
+                                   maps=maps_dir is not None, itk=args.itk, progress=progress)
     values = result.to_dict()
     written = {}
     if maps_dir:
@@ -261,6 +261,8 @@ def cmd_morphometry(args) -> int:
           + f" ({time.perf_counter() - started:.1f} s)")
     for key in shown:
         print(f"  {key:<7} {values[key]:.4g} {units[key] if units[key] != '1' else ''}".rstrip())
+    if result.itk:
+        print("  ITKBoneMorphometry (plate model): " + "  ".join(f"{k} {v:.4g}" for k, v in result.itk.items()))
     print(f"results -> {args.json}" + (f"; maps -> {maps_dir}" if maps_dir else ""))
     return 0
 
@@ -492,6 +494,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA_MM", help="Gaussian blur before thresholding")
     p.add_argument("--binary", action="store_true", help="the image is already binary: non-zero is bone")
     p.add_argument("--maps", metavar="DIR", help="write the thickness and separation maps (mm) here")
+    p.add_argument("--itk", action="store_true",
+                   help="also report ITKBoneMorphometry's plate-model values (isotropic voxels only)")
     p.add_argument("--json", required=True, metavar="OUT.json", help="results with units")
     p.set_defaults(func=cmd_morphometry)
 

@@ -19,6 +19,8 @@ Conn.D       1/mm^3       (1 - (chi + delta chi)) / TV (Odgaard & Gundersen; Bon
                           :mod:`bonekit.connectivity`
 DA, SMI      1            not computed yet (reported as null)
 threshold    image units  the level used: bone is ``value > threshold``
+ITK          (dict)       with ``itk=True``: ITKBoneMorphometry's plate-model values, for comparison
+                          with studies that used it (:func:`itk_plate_model`)
 ============ ============ ==========================================================================
 
 Inside a mask, voxels outside it are neither bone nor marrow -- as the border of a cropped image
@@ -64,6 +66,8 @@ class MorphometryResult(Result):
     euler: int = quantity("1", "Euler characteristic of the bone inside the mask", name="Euler")
     delta_euler: float = quantity("1", "Odgaard & Gundersen edge correction of the Euler characteristic",
                                   name="Euler.delta")
+    itk: dict | None = quantity(None, "ITKBoneMorphometry's mean-intercept-length / plate-model values "
+                                "(BV/TV, Tb.N, Tb.Th, Tb.Sp, BS/BV; only with itk=True)", name="ITK")
 
 
 def binarise(image: Volume, threshold="default", mask: np.ndarray | None = None, blur_mm: float = 0.0,
@@ -108,8 +112,40 @@ def _bone_surface(bone: np.ndarray, region: np.ndarray, spacing_kji) -> float:
     return float(mesh_surface_area(verts, faces[keep])) if keep.any() else 0.0
 
 
+def itk_plate_model(bone: np.ndarray, region: np.ndarray, spacing_kji) -> dict[str, float]:
+    """ITKBoneMorphometry (``itk.BoneMorphometryFeaturesFilter``) on the bone inside ``region``.
+
+    Its values are the plate model over mean intercept lengths along the 3 image axes only:
+    Tb.N = P_L, Tb.Th = BV/TV / P_L, Tb.Sp = (1 - BV/TV) / P_L, BS/BV = 2 P_L / (BV/TV). Exact only for
+    structures equally inclined to the axes: plates along an axis come out 1.5x thick, rods about
+    half the direct Tb.Th. Its anisotropic spacing is applied to the wrong axes, so it is refused.
+    The image is padded by replicating its edge (the tool treats outside as marrow, and bone at
+    the edge as surface) and the mask keeps the pad out.
+    """
+    spacing = np.asarray(spacing_kji, dtype=float)
+    if not np.allclose(spacing, spacing[0], rtol=1e-6):
+        raise BoneKitError(f"ITKBoneMorphometry needs isotropic voxels (it swaps the x and z spacings), got "
+                           f"{spacing[::-1].tolist()} mm (x, y, z): resample to isotropic voxels first.")
+    try:
+        import itk
+        filter_type = itk.BoneMorphometryFeaturesFilter
+    except (ImportError, AttributeError):
+        raise BoneKitError("The ITK option needs the 'itk-bonemorphometry' package: pip install itk-bonemorphometry") \
+            from None
+    image = itk.image_from_array(np.pad(bone.astype(np.uint8), 1, mode="edge"))
+    mask = itk.image_from_array(np.pad(region.astype(np.uint8), 1))
+    for im in (image, mask):
+        im.SetSpacing([float(spacing[0])] * 3)
+    f = filter_type[type(image)].New(image)
+    f.SetMaskImage(mask)
+    f.SetThreshold(1)
+    f.Update()
+    return {"BV/TV": float(f.GetBVTV()), "Tb.N": float(f.GetTbN()), "Tb.Th": float(f.GetTbTh()),
+            "Tb.Sp": float(f.GetTbSp()), "BS/BV": float(f.GetBSBV())}
+
+
 def morphometry(image: Volume, mask: Volume | None = None, threshold="default", blur_mm: float = 0.0,
-                binary: bool = False, maps: bool = False,
+                binary: bool = False, maps: bool = False, itk: bool = False,
                 progress: ProgressCallback | None = None) -> tuple[MorphometryResult, dict[str, Volume]]:
     """Trabecular morphometry of ``image`` inside ``mask`` (non-zero voxels; the whole image if None).
 
@@ -159,11 +195,12 @@ def morphometry(image: Volume, mask: Volume | None = None, threshold="default", 
     bs = _bone_surface(bone, sub_region, spacing)
     report(0.9, "connectivity")
     conn = connectivity(bone, tuple(spacing), mask=sub_region)
+    itk_values = itk_plate_model(bone, sub_region, spacing) if itk else None
     bv, tv = n_bone * voxel, n_total * voxel
     result = MorphometryResult(
         BV_TV=n_bone / n_total, Tb_Th=th, Tb_Th_SD=th_sd, Tb_Sp=sp, Tb_Sp_SD=sp_sd, Tb_N=1.0 / (th + sp),
         BS_BV=bs / bv, Conn_D=float(conn["Conn.D"]), DA=None, SMI=None, threshold=level, method=method,
-        BV=bv, TV=tv, BS=bs, euler=int(conn["euler"]), delta_euler=float(conn["delta_euler"]))
+        BV=bv, TV=tv, BS=bs, euler=int(conn["euler"]), delta_euler=float(conn["delta_euler"]), itk=itk_values)
     out_maps = {}
     if maps:  # on the mask's bounding box, with its exact geometry
         grid = image.crop(box)
