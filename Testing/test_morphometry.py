@@ -177,3 +177,16 @@ def test_fda_roi_full_morphometry():
     assert round(result.BV_TV, 4) == 0.1670
     assert result.TV == pytest.approx(np.prod(image.array.shape) * 0.0512998 ** 3)
     assert 1.0 <= result.Tb_Th * result.BS_BV / 2 <= 2.2 and result.Tb_Sp > result.Tb_Th and result.Conn_D > 0
+
+
+@pytest.mark.parametrize("shape, expected", [("plate", 0.0), ("rod", 3.0), ("sphere", 4.0)])
+def test_structure_model_index_of_ideal_shapes(shape, expected):
+    """SMI is 0 for plates, 3 for rods, 4 for spheres (Hildebrand & Rüegsegger 1997), also with
+    anisotropic voxels (the shapes drawn in mm)."""
+    for spacing in ((0.1, 0.1, 0.1), (0.1, 0.1, 0.2)):  # x, y, z
+        n = [61, 61, 61 if spacing[2] == 0.1 else 31]
+        k, j, i = np.meshgrid(*[(np.arange(m) - (m - 1) / 2) * s for m, s in zip(n[::-1], spacing[::-1])],
+                              indexing="ij")
+        bone = {"plate": np.abs(i) <= 0.5, "rod": i ** 2 + j ** 2 <= 1.0, "sphere": i ** 2 + j ** 2 + k ** 2 <= 4.0}[shape]
+        result, _ = morphometry(volume(bone.astype(np.uint8), spacing), binary=True)
+        assert result.SMI == pytest.approx(expected, abs=0.15), spacing
