@@ -421,8 +421,9 @@ def local_thickness(binary: np.ndarray, spacing=1.0, periodic: bool = False, cle
     dt2, pad = _squared_distance(binary if region is None else binary | ~region, work, periodic)
     if region is not None:
         dt2[~binary] = 0.0  # centres only inside the structure (and so inside the region)
-    if unit == float(sp[0]) and np.all(sp == sp[0]):  # digital-ball templates up to r = 200 voxels
-        vmax = int(min(np.max(dt2[np.isfinite(dt2)]), _TEMPLATE_V))
+    if np.all(sp == sp[0]):  # digital-ball templates up to r = 200 voxels
+        top = float(dt2.max())  # inf only in a periodic block with no background at all
+        vmax = int(min(top if np.isfinite(top) else np.max(dt2[np.isfinite(dt2)], initial=0.0), _TEMPLATE_V))
         templates = _containment_templates(vmax)
     else:
         templates = np.zeros((3, 0), np.int64)
