@@ -8,6 +8,8 @@ ImageJ "Default" IsoData, IsoData, Otsu or a fixed value; or an image that is al
 key          unit         definition
 ============ ============ ==========================================================================
 BV/TV        1            bone voxels / mask voxels (BoneJ ElementFraction: a voxel count)
+BA/TA        1            mean over the slices k that hold mask voxels of bone / mask voxels in the slice
+                          (slice-wise bone area fraction, David et al.); per slice in BA/TA.slices
 Tb.Th        mm           mean local thickness of the bone (Hildebrand & Rüegsegger; BoneJ Thickness:
                           ridge balls, clean-up, mask artefacts), :mod:`bonekit.thickness`
 Tb.Th.SD     mm           its standard deviation over the bone voxels
@@ -19,7 +21,8 @@ Conn.D       1/mm^3       (1 - (chi + delta chi)) / TV (Odgaard & Gundersen; Bon
                           :mod:`bonekit.connectivity`
 SMI          1            structure model index 6 BV (dBS/dr) / BS^2 (Hildebrand & Rüegsegger): plates 0,
                           rods 3, spheres 4; on a surface smoothed by one voxel (not BoneJ's mesh)
-DA           1            not computed yet (reported as null)
+DA           1            degree of anisotropy 1 - lambda_min / lambda_max of the mean-intercept-length
+                          ellipsoid (BoneJ2 Anisotropy): 0 isotropic .. 1, :mod:`bonekit.anisotropy`
 threshold    image units  the level used: bone is ``value > threshold``
 ITK          (dict)       with ``itk=True``: ITKBoneMorphometry's plate-model values, for comparison
                           with studies that used it (:func:`itk_plate_model`)
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from .anisotropy import degree_of_anisotropy
 from .connectivity import connectivity
 from .errors import BoneKitError
 from .progress import ProgressCallback
@@ -49,6 +53,8 @@ from .volume import Volume
 @dataclass
 class MorphometryResult(Result):
     BV_TV: float = quantity("1", "bone volume fraction: bone voxels / mask voxels", name="BV/TV")
+    BA_TA: float = quantity("1", "slice-wise bone area fraction: mean over the slices k holding mask voxels of "
+                            "bone / mask voxels in the slice (David et al.)", name="BA/TA")
     Tb_Th: float = quantity("mm", "trabecular thickness: mean local thickness of bone (BoneJ)", name="Tb.Th")
     Tb_Th_SD: float = quantity("mm", "standard deviation of the local thickness of bone", name="Tb.Th.SD")
     Tb_Sp: float = quantity("mm", "trabecular separation: mean local thickness of marrow (BoneJ)", name="Tb.Sp")
@@ -57,7 +63,8 @@ class MorphometryResult(Result):
     BS_BV: float = quantity("1/mm", "bone surface (marching cubes) / bone volume", name="BS/BV")
     Conn_D: float = quantity("1/mm3", "connectivity density: (1 - corrected Euler characteristic) / TV",
                              name="Conn.D")
-    DA: float | None = quantity("1", "degree of anisotropy (not computed yet: null)")
+    DA: float | None = quantity("1", "degree of anisotropy 1 - lambda_min/lambda_max of the mean-intercept-length "
+                                "ellipsoid (BoneJ2): 0 isotropic .. 1 (null if the MIL cloud fits no ellipsoid)")
     SMI: float | None = quantity("1", "structure model index 6 BV (dBS/dr) / BS^2: plates 0, rods 3, spheres 4 "
                                  "(surface smoothed by one voxel)")
     threshold: float | None = quantity("image units", "binarisation level: bone is value > threshold "
@@ -71,6 +78,8 @@ class MorphometryResult(Result):
                                   name="Euler.delta")
     itk: dict | None = quantity(None, "ITKBoneMorphometry's mean-intercept-length / plate-model values "
                                 "(BV/TV, Tb.N, Tb.Th, Tb.Sp, BS/BV; only with itk=True)", name="ITK")
+    BA_TA_slices: list | None = quantity("1", "BA/TA of each slice k from the mask's first slice to its last "
+                                         "(null for a slice without mask voxels)", name="BA/TA.slices")
 
 
 def binarise(image: Volume, threshold="default", mask: np.ndarray | None = None, blur_mm: float = 0.0,
@@ -140,6 +149,17 @@ def _structure_model_index(bone: np.ndarray, region: np.ndarray, spacing_kji, bv
     grown = mesh_surface_area(verts + delta * normals, faces)
     shrunk = mesh_surface_area(verts - delta * normals, faces)
     return float(6.0 * bv * (grown - shrunk) / (2 * delta) / area ** 2)
+
+
+def slice_area_fractions(bone: np.ndarray, region: np.ndarray) -> list[float | None]:
+    """Bone area fraction BA/TA = bone voxels / region voxels of each slice k (the first array axis),
+    from the region's first slice to its last; None for a slice in between without region voxels."""
+    area = region.sum(axis=(1, 2))
+    slices = np.flatnonzero(area)
+    if not slices.size:
+        raise BoneKitError("The region is empty: no slice holds a voxel of it.")
+    bone_area = (np.asarray(bone, bool) & region).sum(axis=(1, 2))
+    return [float(bone_area[k] / area[k]) if area[k] else None for k in range(slices[0], slices[-1] + 1)]
 
 
 def itk_plate_model(bone: np.ndarray, region: np.ndarray, spacing_kji) -> dict[str, float]:
@@ -224,14 +244,22 @@ def morphometry(image: Volume, mask: Volume | None = None, threshold="default", 
     report(0.75, "surface")
     bs = _bone_surface(bone, sub_region, spacing)
     smi = _structure_model_index(bone, sub_region, spacing, n_bone * voxel)
-    report(0.9, "connectivity")
+    report(0.85, "connectivity")
     conn = connectivity(bone, tuple(spacing), mask=sub_region)
+    report(0.9, "anisotropy")
+    try:
+        da = degree_of_anisotropy(bone, sub_region, spacing)["DA"]
+    except BoneKitError:  # too few intercepts for an ellipsoid (a tiny region): no DA, the rest stands
+        da = None
+    ba_ta_slices = slice_area_fractions(bone, sub_region)
+    ba_ta = float(np.mean([f for f in ba_ta_slices if f is not None]))
     itk_values = itk_plate_model(bone, sub_region, spacing) if itk else None
     bv, tv = n_bone * voxel, n_total * voxel
     result = MorphometryResult(
         BV_TV=n_bone / n_total, Tb_Th=th, Tb_Th_SD=th_sd, Tb_Sp=sp, Tb_Sp_SD=sp_sd, Tb_N=1.0 / (th + sp),
-        BS_BV=bs / bv, Conn_D=float(conn["Conn.D"]), DA=None, SMI=smi, threshold=level, method=method,
-        BV=bv, TV=tv, BS=bs, euler=int(conn["euler"]), delta_euler=float(conn["delta_euler"]), itk=itk_values)
+        BS_BV=bs / bv, Conn_D=float(conn["Conn.D"]), DA=da, SMI=smi, threshold=level, method=method,
+        BV=bv, TV=tv, BS=bs, euler=int(conn["euler"]), delta_euler=float(conn["delta_euler"]), itk=itk_values,
+        BA_TA=ba_ta, BA_TA_slices=ba_ta_slices)
     out_maps = {}
     if maps:  # on the mask's bounding box, with its exact geometry
         grid = image.crop(box)

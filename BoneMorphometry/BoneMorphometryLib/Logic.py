@@ -340,9 +340,9 @@ class BoneMorphometryLibLogic:
             segments; by default a new "Vertebra regions" node.
         trabecularMorphometry : bool
             Also measure :func:`bonekit.morphometry.morphometry` in each VOI (exactly the "L1 VOI"
-            segments): its columns (``MorphometryResult.columns()``: BV/TV, Tb.Th, Tb.Th.SD, Tb.Sp,
-            Tb.Sp.SD, Tb.N, BS/BV, Conn.D, DA, SMI, threshold, method, BV, TV, BS, Euler,
-            Euler.delta) are added to the table and a Tb.Th map is written. **On clinical CT
+            segments): its columns (``MorphometryResult.columns()``: BV/TV, BA/TA, Tb.Th, Tb.Th.SD,
+            Tb.Sp, Tb.Sp.SD, Tb.N, BS/BV, Conn.D, DA, SMI, threshold, method, BV, TV, BS, Euler,
+            Euler.delta, ITK, BA/TA.slices) are added to the table and a Tb.Th map is written. **On clinical CT
             (voxels of about 0.5 mm, wider than trabeculae) these are apparent values**, not true
             trabecular ones: comparable between scans of one protocol, not with micro-CT.
         morphometryThreshold : "default" | "ij_isodata" | "isodata" | "otsu" | number
