@@ -167,3 +167,45 @@ def test_morphometry_cli_equals_the_core(tmp_path, capsys):
     assert main(["morphometry", str(path), "--threshold", "magic", "--json", str(tmp_path / "x.json")]) == 2
     assert main(["morphometry", str(path), "--binary", "--json", str(path)]) == 2
     assert not (tmp_path / "x.json").exists() and read_volume(path).array.sum() == a.sum()
+
+
+def test_focal_cli_per_label_equals_the_core(tmp_path, capsys):
+    """Two labelled ROIs in one mask file: one result per label under "regions" equal to the core's,
+    the issue's keys pooled over both at the top level, maps written per region; BMD needs a
+    calibration (status 2, nothing written)."""
+    from scipy import ndimage
+
+    from bonekit.calibration import Calibration
+    from bonekit.focal import focal_maps
+    from bonekit.volume import make_affine
+
+    rng = np.random.default_rng(5)
+    ct = ndimage.gaussian_filter(rng.normal(200, 80, (8, 40, 60)), (0, 1.5, 1.5))
+    labels = np.zeros(ct.shape, np.uint8)
+    labels[2:6, 5:35, 4:28] = 20
+    labels[2:6, 5:35, 32:56] = 21
+    ct_path, mask_path = tmp_path / "ct.nii.gz", tmp_path / "roi.nii.gz"
+    geometry = make_affine((0.3, 0.3, 0.3))
+    write_volume(Volume(ct.astype(np.float32), geometry), ct_path)
+    write_volume(Volume(labels, geometry), mask_path)
+    Calibration(0.8, 2.0).save(tmp_path / "cal.json")
+    out = tmp_path / "focal.json"
+    assert main(["focal", str(ct_path), "--mask", str(mask_path), "--calibration", str(tmp_path / "cal.json"),
+                 "--out", str(tmp_path / "maps"), "--json", str(out)]) == 0
+    got = json.loads(out.read_text())
+    for key in ("IncptWidth", "FocalBMDLoss", "FocalBMCLoss", "IncptWidth.SD", "FocalBMDLoss.SD",
+                "FocalBMCLoss.SD", "BMD"):
+        assert key in got, key
+    assert got["units"]["FocalBMCLoss"] == "mm" and got["density"] == "BMD (mg HA/cm3)"
+    ct_read = read_volume(ct_path)
+    for region in got["regions"]:
+        mask = Volume(labels == region["label"], geometry)
+        core, _ = focal_maps(ct_read, mask, calibration=Calibration(0.8, 2.0))
+        assert region["FocalBMCLoss"] == pytest.approx(core.FocalBMCLoss)
+        assert region["name"] == {20: "L1", 21: "L2"}[region["label"]]
+    n = [r["voxels"] for r in got["regions"]]
+    assert got["IncptWidth"] == pytest.approx(sum(r["IncptWidth"] * c for r, c in zip(got["regions"], n)) / sum(n))
+    assert read_volume(tmp_path / "maps" / "L2_FocalBMCLoss.nii.gz").spacing == pytest.approx([0.3] * 3)
+    assert main(["focal", str(ct_path), "--mask", str(mask_path), "--units", "bmd",
+                 "--json", str(tmp_path / "x.json")]) == 2
+    assert "calibration" in capsys.readouterr().err and not (tmp_path / "x.json").exists()

@@ -77,15 +77,20 @@ class Calibration:
             data = json.loads(path.read_text())
         except (OSError, ValueError) as exc:
             raise BoneKitError(f"Cannot read the calibration file {path}: {exc}") from None
+        return cls.from_dict(data, str(path))
+
+    @classmethod
+    def from_dict(cls, data, source: str = "the calibration") -> "Calibration":
+        """A calibration from its :meth:`to_dict` form: fitted values, or only pairs (then fitted here)."""
         if not isinstance(data, dict):
-            raise BoneKitError(f"{path} is not a BoneKit calibration file.")
+            raise BoneKitError(f"{source} is not a BoneKit calibration.")
         pairs = [(float(p["HU"]), float(p["density_mg_cm3"])) for p in data.get("pairs", [])]
         if "slope_mg_cm3_per_HU" in data and "intercept_mg_cm3" in data:
             return cls(float(data["slope_mg_cm3_per_HU"]), float(data["intercept_mg_cm3"]), data.get("r2"), pairs,
                        data.get("scanner", ""), data.get("protocol", ""))
         if pairs:
             return cls.fit(*zip(*pairs), scanner=data.get("scanner", ""), protocol=data.get("protocol", ""))
-        raise BoneKitError(f"{path} has neither a fitted equation nor calibration pairs.")
+        raise BoneKitError(f"{source} has neither a fitted equation nor calibration pairs.")
 
 
 def parse_pairs(text: str) -> tuple[list[float], list[float]]:
