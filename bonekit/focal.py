@@ -508,6 +508,60 @@ def _check_profiles_fit(inside: np.ndarray, spacing_mm: float) -> None:
                        "inside it in the axial plane. Use the vertebral-body ROI, not a thin shell or a few voxels.")
 
 
+def _prepare(ct: Volume, roi: Volume, calibration: Calibration | None, params: FocalParameters, report):
+    """Checks, then the 0.3 mm grid, the sharpened (and calibrated) values, the ROI on that grid and
+    the step below which the profile counts as flat."""
+    ct.require_same_grid(roi, "ROI")
+    region = np.asarray(roi.array) != 0
+    if not region.any():
+        raise BoneKitError("The ROI is empty: it has no non-zero voxel. Check it belongs to this CT "
+                           "(BoneMorphometry's trabecular ROI, or a mask file on the CT's grid).")
+    report(0.02, "resampling to %.2g mm" % params.spacing_mm)
+    fine, inside = _resample(ct, region, params)
+    if not inside.any():
+        raise BoneKitError(f"The ROI vanishes on the {params.spacing_mm:g} mm grid; it is too small to map.")
+    if not np.all(np.isfinite(fine.array)):
+        raise BoneKitError("The CT holds NaN or infinite values in or around the ROI; fill them (or "
+                           "fix the reconstruction) before mapping focal loss.")
+    _check_profiles_fit(inside, params.spacing_mm)
+    report(0.1, "unsharp mask")
+    values = _sharpen(np.ascontiguousarray(fine.array, dtype=np.float64), params)
+    if calibration is not None:
+        values = calibration.bmd(values)
+    # steps within round-off are flat, so interpolating a uniform region never makes a void
+    delta = max(params.min_depth, 1e-9 * float(np.ptp(values)))
+    return fine, values, inside, delta
+
+
+def _voxel_sums(values, inside, voxels, params: FocalParameters, delta: float, method: str, report):
+    """Per-voxel sums over the star's orientations of (IncptWidth, BMD loss, BMC loss), the number
+    of orientations in which each voxel lies in a void, and the number of orientations. ``voxels``
+    are (k, j, i) index arrays of ROI voxels (all of them, or any subset: the lines still run
+    through the whole ROI)."""
+    pk, pj, pi = voxels
+    shape = values.shape
+    origin = np.array([shape[2] // 2, shape[1] // 2, shape[0] // 2], dtype=float)  # (i, j, k)
+    bases = star_directions(params.angle_step_deg, params.star)
+    sums = np.zeros((3, pk.size))
+    hits = np.zeros(pk.size, np.int64)
+    for number, basis in enumerate(bases):
+        report(0.1 + 0.85 * number / len(bases), f"star line {number + 1} of {len(bases)}")
+        d, e1, e2 = basis
+        n_lo, n_len = _line_range(shape, origin, d)
+        if method == "fast":
+            _orientation(values, inside, pk, pj, pi, origin, d, e1, e2, n_lo, n_len, params.level,
+                         params.flank == "each", params.reference_bmd, delta, params.spacing_mm,
+                         sums[0], sums[1], sums[2], hits)
+        else:
+            for v in range(pk.size):
+                found = _naive_voxel(values, inside, (int(pi[v]), int(pj[v]), int(pk[v])), origin, basis, n_lo,
+                                     n_len, params, delta, params.spacing_mm)
+                if found is not None:
+                    sums[:, v] += found
+                    hits[v] += 1
+    return sums, hits, len(bases)
+
+
 def focal_maps(ct: Volume, roi: Volume, calibration: Calibration | None = None, units: str = "auto",
                params: FocalParameters | None = None, method: str = "fast",
                progress: ProgressCallback | None = None) -> tuple[FocalResult, dict[str, Volume]]:
@@ -531,47 +585,11 @@ def focal_maps(ct: Volume, roi: Volume, calibration: Calibration | None = None, 
     calibrated = calibration is not None and units != "hu"
     if method not in ("fast", "naive"):
         raise BoneKitError(f"method must be fast or naive, not {method!r}.")
-    ct.require_same_grid(roi, "ROI")
-    region = np.asarray(roi.array) != 0
-    if not region.any():
-        raise BoneKitError("The ROI is empty: it has no non-zero voxel. Check it belongs to this CT "
-                           "(BoneMorphometry's trabecular ROI, or a mask file on the CT's grid).")
-    report(0.02, "resampling to %.2g mm" % params.spacing_mm)
-    fine, inside = _resample(ct, region, params)
-    if not inside.any():
-        raise BoneKitError(f"The ROI vanishes on the {params.spacing_mm:g} mm grid; it is too small to map.")
-    if not np.all(np.isfinite(fine.array)):
-        raise BoneKitError("The CT holds NaN or infinite values in or around the ROI; fill them (or "
-                           "fix the reconstruction) before mapping focal loss.")
-    _check_profiles_fit(inside, params.spacing_mm)
-    report(0.1, "unsharp mask")
-    values = _sharpen(np.ascontiguousarray(fine.array, dtype=np.float64), params)
-    if calibrated:
-        values = calibration.bmd(values)
-    # steps within round-off are flat, so interpolating a uniform region never makes a void
-    delta = max(params.min_depth, 1e-9 * float(np.ptp(values)))
+    fine, values, inside, delta = _prepare(ct, roi, calibration if calibrated else None, params, report)
     pk, pj, pi = (a.astype(np.int64) for a in np.nonzero(inside))
-    origin = np.array([fine.shape[2] // 2, fine.shape[1] // 2, fine.shape[0] // 2], dtype=float)  # (i, j, k)
-    bases = star_directions(params.angle_step_deg, params.star)
-    sums = np.zeros((3, pk.size))
-    hits = np.zeros(pk.size, np.int64)
-    for number, basis in enumerate(bases):
-        report(0.1 + 0.85 * number / len(bases), f"star line {number + 1} of {len(bases)}")
-        d, e1, e2 = basis
-        n_lo, n_len = _line_range(fine.shape, origin, d)
-        if method == "fast":
-            _orientation(values, inside, pk, pj, pi, origin, d, e1, e2, n_lo, n_len, params.level,
-                         params.flank == "each", params.reference_bmd, delta, params.spacing_mm,
-                         sums[0], sums[1], sums[2], hits)
-        else:
-            for v in range(pk.size):
-                found = _naive_voxel(values, inside, (int(pi[v]), int(pj[v]), int(pk[v])), origin, basis, n_lo,
-                                     n_len, params, delta, params.spacing_mm)
-                if found is not None:
-                    sums[:, v] += found
-                    hits[v] += 1
+    sums, hits, count = _voxel_sums(values, inside, (pk, pj, pi), params, delta, method, report)
     if params.no_void == "zero":
-        per_voxel = sums / len(bases)
+        per_voxel = sums / count
     else:
         per_voxel = np.divide(sums, hits, out=np.zeros_like(sums), where=hits > 0)
     report(0.97, "statistics")
@@ -590,7 +608,7 @@ def focal_maps(ct: Volume, roi: Volume, calibration: Calibration | None = None, 
         FocalBMCLoss=float(per_voxel[2].mean()), FocalBMCLoss_SD=float(sd[2]),
         BMD=density if calibrated else None, HU=None if calibrated else density,
         density="BMD (mg HA/cm3)" if calibrated else "HU (uncalibrated)",
-        void_fraction=float(hits.sum() / (pk.size * len(bases))), voxels=int(pk.size), orientations=len(bases),
+        void_fraction=float(hits.sum() / (pk.size * count)), voxels=int(pk.size), orientations=count,
         spacing_mm=params.spacing_mm, parameters=asdict(params))
     report(1.0, "focal maps done")
     return result, maps
