@@ -5,17 +5,20 @@ Qt-free :class:`FocalDefectLib.FocalDefectLibLogic` on top of BoneKitLib and the
 package :mod:`bonekit`.
 """
 
+import pathlib
+from typing import Union
+
 import numpy as np
 import slicer
-from slicer import vtkMRMLScalarVolumeNode, vtkMRMLTableNode
+from slicer import vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode, vtkMRMLTableNode
 from slicer.i18n import tr as _
 from slicer.i18n import translate
 from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-from BoneKitLib import CTSummary, ParameterNodeWidgetMixin, resultsFromTable, showTable, smallSpinePhantom
-from FocalDefectLib import FocalDefectLibLogic
+from BoneKitLib import ParameterNodeWidgetMixin, ijkToRASMatrix, labelmapToSegmentation, resultsFromTable, showTable
+from FocalDefectLib import FocalDefectLibLogic, FocalRegion, ProcessingCancelled, focalVoidPhantom
 
 
 class FocalDefect(ScriptedLoadableModule):
@@ -28,10 +31,16 @@ class FocalDefect(ScriptedLoadableModule):
         self.parent.dependencies = []
         self.parent.contributors = ["BoneKit developers"]
         self.parent.helpText = _(
-            "Maps focal bone mineral content (BMC) loss inside the vertebral body: star lines through "
-            "each voxel of a 0.3 mm isotropic CT find trabecular voids, whose width and density deficit "
-            "give focal BMD and BMC loss, shown as a colour overlay on the CT. Method: Li et al. 2022, "
-            "JOR Spine. This version checks the input CT, summarises it and displays loss maps.")
+            "Maps focal bone loss inside the vertebral body (Li et al. 2022, JOR Spine). Choose a thin-slice CT "
+            "in HU and its regions of interest: a segmentation (BoneMorphometry's 'Vertebra regions', whose "
+            "trabecular 'L1 ROI' ... segments are used, or any segments) or a label map (each non-zero label). "
+            "For each region the CT is resampled to 0.3 mm, star lines every 12 degrees through each voxel find "
+            "the trabecular voids, and three maps are made: IncptWidth (void width, mm), focal BMD loss "
+            "((1200 - BMD) / 1200 over the void) and focal BMC loss (their product, mm). With a BoneKit "
+            "calibration file the profiles are in mg HA/cm3, otherwise in HU. Results: three map volumes per "
+            "region ('<CT> L1 ROI FocalBMCLoss' ...), shown over the CT with fixed colour ranges and a colour "
+            "legend (voxels in no void transparent), and a table with one row per region: the ROI means and SDs "
+            "of the three maps, with units. Cancel stops a run without writing anything.")
         self.parent.acknowledgementText = _(
             "Part of the BoneKit extension. Method: Li et al., focal bone loss mapping of the vertebral "
             "body from clinical CT, JOR Spine 2022.")
@@ -42,35 +51,68 @@ class FocalDefectParameterNode:
     """Parameters of the module, saved with the scene.
 
     inputVolume - clinical CT in HU (thin slices).
-    outputTable - input summary (and, later, mean focal losses per region).
+    roiNode - the regions: a segmentation (one run per segment, BoneMorphometry's ROIs by default) or a
+        label map (one run per label).
+    calibrationFile - BoneKit HU->BMD calibration (.json); none: HU.
+    outputTable - one row per region: mean focal losses with units.
     """
 
     inputVolume: vtkMRMLScalarVolumeNode
+    roiNode: Union[vtkMRMLSegmentationNode, vtkMRMLLabelMapVolumeNode]
+    calibrationFile: pathlib.Path
     outputTable: vtkMRMLTableNode
 
 
 class FocalDefectWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget):
-    """Module panel: input CT, output table, Apply."""
+    """Module panel: CT, ROI, calibration, output table; Apply, Cancel and a progress bar."""
 
-    requiredParameters = ("inputVolume",)
-    defaultNodeClasses = {"inputVolume": "vtkMRMLScalarVolumeNode"}
+    requiredParameters = ("inputVolume", "roiNode")
+    defaultNodeClasses = {"inputVolume": "vtkMRMLScalarVolumeNode", "roiNode": "vtkMRMLSegmentationNode"}
 
     def __init__(self, parent=None) -> None:
         ParameterNodeWidgetMixin.__init__(self)  # first: without a parent, the base __init__ runs setup()
+        self._running = False
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         """Load Resources/UI/FocalDefect.ui (slicer.util.loadUI, childWidgetVariables, setMRMLScene) and bind it."""
         ScriptedLoadableModuleWidget.setup(self)
         self.setupModuleUi(FocalDefectLogic())
+        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
+
+    def updateApplyButton(self, caller=None, event=None) -> None:
+        """Apply needs the CT and the ROI, and no run in progress."""
+        super().updateApplyButton(caller, event)
+        if self._running:
+            self.ui.applyButton.enabled = False
+
+    def onCancelButton(self) -> None:
+        """Stop the run at its next progress report (the click is handled while the progress bar updates)."""
+        self.logic.cancel()
+        self.ui.cancelButton.enabled = False
 
     def onApplyButton(self) -> None:
-        """Run the logic on the selected nodes; errors are shown in a dialog."""
-        with slicer.util.tryWithErrorDisplay(_("Failed to process the CT."), waitCursor=True):
-            table = self.logic.process(self._parameterNode.inputVolume, self._parameterNode.outputTable,
-                                       progressCallback=self.reportProgress)
-            self._parameterNode.outputTable = table
-            showTable(table)
+        """Run the logic on the selected nodes; errors are shown in a dialog, a cancel in the progress bar."""
+        parameters = self._parameterNode
+        self._running = True
+        self.ui.applyButton.enabled = False
+        self.ui.cancelButton.enabled = True
+        try:
+            with slicer.util.tryWithErrorDisplay(_("Failed to map focal bone loss."), waitCursor=True):
+                try:
+                    outputs = self.logic.process(parameters.inputVolume, parameters.roiNode,
+                                                 calibration=parameters.calibrationFile,
+                                                 outputTableNode=parameters.outputTable,
+                                                 progressCallback=self.reportProgress)
+                except ProcessingCancelled:
+                    self.ui.progressBar.setFormat(_("Cancelled: nothing was written"))
+                    return
+                parameters.outputTable = outputs.table
+                showTable(outputs.table)
+        finally:
+            self._running = False
+            self.ui.cancelButton.enabled = False
+            self.updateApplyButton()
 
 
 class FocalDefectLogic(ScriptedLoadableModuleLogic, FocalDefectLibLogic):
@@ -79,7 +121,9 @@ class FocalDefectLogic(ScriptedLoadableModuleLogic, FocalDefectLibLogic):
 
     Usable without the widget, e.g. from the Python console or a batch script::
 
-        table = FocalDefectLogic().process(slicer.util.getNode("CT"))
+        outputs = FocalDefectLogic().process(getNode("CT"), getNode("Vertebra regions"),
+                                             calibration="/path/to/calibration.json")
+        outputs.table, outputs.maps["L1 ROI"]["FocalBMCLoss"], outputs.results["L1 ROI"].FocalBMCLoss
     """
 
     def getParameterNode(self) -> FocalDefectParameterNode:
@@ -87,24 +131,37 @@ class FocalDefectLogic(ScriptedLoadableModuleLogic, FocalDefectLibLogic):
 
 
 class FocalDefectTest(ScriptedLoadableModuleTest):
-    """Self-test on a synthetic CT (no download)."""
+    """Self-test on a synthetic CT with known voids (no download)."""
 
     def setUp(self) -> None:
         slicer.mrmlScene.Clear()
 
     def runTest(self) -> None:
         self.setUp()
-        self.test_FocalDefectSummary()
+        self.test_FocalDefectMaps()
 
-    def test_FocalDefectSummary(self) -> None:
+    def test_FocalDefectMaps(self) -> None:
+        from bonekit.focal import FocalResult
+
         self.delayDisplay("Starting the test")
-        ct = smallSpinePhantom().ct
-        ctNode = slicer.util.addVolumeFromArray(ct.array, ct.ijk_to_ras, "CT")
-        logic = FocalDefectLogic()
-        [summary] = resultsFromTable(logic.process(ctNode), CTSummary)
-        self.assertEqual((summary.size_i, summary.size_j, summary.size_k), ct.size)
-        lossMap = np.linspace(0.0, 1.0, ct.array.size, dtype=np.float32).reshape(ct.shape)
-        mapNode = slicer.util.addVolumeFromArray(lossMap, ct.ijk_to_ras, "Focal BMC loss")
-        displayNode = logic.showLossMap(mapNode, ctNode)
-        self.assertEqual((displayNode.GetWindowLevelMin(), displayNode.GetWindowLevelMax()), logic.lossMapRange)
+        phantom = focalVoidPhantom()
+        ctNode = slicer.util.addVolumeFromArray(phantom.ct.array, phantom.ct.ijk_to_ras, "CT")
+        rois = labelmapToSegmentation(phantom.labels, slicer.mrmlScene, names=phantom.names, referenceNode=ctNode,
+                                      name="ROIs")
+        outputs = FocalDefectLogic().process(ctNode, rois)
+        self.delayDisplay("Mapped")
+
+        self.assertEqual([r.segment for r in resultsFromTable(outputs.table, FocalRegion)], ["L1", "L2"])
+        self.assertEqual(resultsFromTable(outputs.table, FocalResult), list(outputs.results.values()))
+        self.assertEqual(outputs.table.GetColumnUnitLabel("FocalBMCLoss"), "mm")
+        for void in phantom.voids:  # IncptWidth at the centre of a void is about its diameter
+            mapNode = outputs.maps[phantom.names[void["label"]]]["IncptWidth"]
+            rasToIJK = np.linalg.inv(ijkToRASMatrix(mapNode))
+            ras = np.asarray(void["centre_lps_mm"]) * [-1.0, -1.0, 1.0]
+            i, j, k = np.rint(rasToIJK @ [*ras, 1.0])[:3].astype(int)
+            width = slicer.util.arrayFromVolume(mapNode)[k, j, i]
+            self.assertLess(abs(width - void["diameter_mm"]), 0.3)
+        displayNode = outputs.maps["L1"]["FocalBMDLoss"].GetDisplayNode()
+        self.assertEqual((displayNode.GetWindowLevelMin(), displayNode.GetWindowLevelMax()), (0.0, 1.0))
         self.delayDisplay("Test passed")
+

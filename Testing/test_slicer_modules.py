@@ -18,7 +18,7 @@ from SyntheticCTLib import RadiographSummary, SyntheticCTLibLogic  # noqa: E402
 from bonekit import BoneKitError, Volume  # noqa: E402
 
 
-@pytest.mark.parametrize("logicClass", [BoneSRLibLogic, FocalDefectLibLogic])
+@pytest.mark.parametrize("logicClass", [BoneSRLibLogic])
 def test_ct_summary_of_single_ct_modules(slicer_app, phantom, ctNode, logicClass):
     output = slicer_app.scene.AddNewNodeByClass("vtkMRMLTableNode", "summary")
     assert logicClass().process(ctNode, output) is output

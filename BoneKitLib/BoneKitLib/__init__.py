@@ -16,7 +16,7 @@ from .display import COLORMAPS, colorTableNode, showColorLegend, showOverlay, sh
 from .growcut import vtkGrowCut
 from .gui import ParameterNodeWidgetMixin, reloadPackages
 from .inputs import (CTInputLogic, CTSummary, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
-                     reportProgress, summarizeCT)
+                     loadCalibration, reportProgress, summarizeCT)
 from .samples import smallSpinePhantom
 from .segmentations import (LABEL_VALUE_TAG, ensureConverterRules, labelmapToSegmentation, segmentationToLabelmap,
                             segmentLabelValues)
@@ -37,7 +37,7 @@ __all__ = [
     "COLORMAPS", "colorTableNode", "showOverlay", "showColorLegend", "showTable",
     # module inputs
     "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary", "summarizeCT", "ctSummaryTable",
-    "ProgressCallback", "reportProgress", "CTInputLogic",
+    "ProgressCallback", "reportProgress", "loadCalibration", "CTInputLogic",
     # samples and GUI plumbing
     "smallSpinePhantom", "ParameterNodeWidgetMixin", "reloadPackages",
 ]

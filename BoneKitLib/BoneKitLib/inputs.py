@@ -10,6 +10,7 @@ export, a probability map).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Mapping
 
 import numpy as np
@@ -22,7 +23,7 @@ from .tables import resultsToTable
 from .volumes import volumeFromNode
 
 __all__ = ["ProgressCallback", "reportProgress", "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary",
-           "summarizeCT", "ctSummaryTable", "CTInputLogic"]
+           "summarizeCT", "ctSummaryTable", "loadCalibration", "CTInputLogic"]
 
 #: Plausible HU bounds: the lowest value must show air or padding, the highest some bone or tissue.
 AIR_BELOW_HU = -200.0
@@ -107,6 +108,37 @@ def ctSummaryTable(volumes: Mapping[str, Volume], sceneOrNode, name: str = "Inpu
     """A table node with one :class:`CTSummary` row per named volume."""
     return resultsToTable([summarizeCT(v, n) for n, v in volumes.items()], sceneOrNode,
                           resultType=CTSummary, name=name)
+
+
+def loadCalibration(calibration):
+    """The HU -> BMD calibration a module was given: a file to read, one already read, or none.
+
+    Parameters
+    ----------
+    calibration : bonekit.calibration.Calibration or str or Path or None
+        A calibration (returned as it is), the path of a BoneKit calibration file (.json), or
+        None, "" or "." (what an empty path widget gives) for no calibration.
+
+    Returns
+    -------
+    bonekit.calibration.Calibration or None
+
+    Raises
+    ------
+    BoneKitError
+        The file does not exist or is not a BoneKit calibration file.
+    """
+    from bonekit.calibration import Calibration
+
+    if calibration is None or isinstance(calibration, Calibration):
+        return calibration
+    if str(calibration).strip() in ("", "."):
+        return None
+    path = Path(calibration)
+    if not path.is_file():
+        raise BoneKitError(f"The calibration file {path} does not exist. Choose a BoneKit calibration file "
+                           "(.json) for this scanner and protocol, or none to report HU only.")
+    return Calibration.load(path)
 
 
 class CTInputLogic:

@@ -40,7 +40,7 @@ from bonekit import BoneKitError, Volume
 from bonekit.points import VERSE_NAMES, verse_id
 
 from BoneKitLib import (LABEL_VALUE_TAG, ProgressCallback, addResultColumns, ctVolumeFromNode, labelmapToSegmentation,
-                        reportProgress, resultsToTable, segmentationToLabelmap, segmentLabelValues, showColorLegend,
+                        loadCalibration, reportProgress, resultsToTable, segmentationToLabelmap, segmentLabelValues, showColorLegend,
                         showOverlay, volumeToNode)
 
 from .Trabecular import (MAP_NAME, RegionName, TrabecularMorphometryOutputs, parseMorphometryBlur,
@@ -232,14 +232,7 @@ class BoneMorphometryLibLogic:
     @staticmethod
     def calibration(path):
         """The :class:`bonekit.calibration.Calibration` in ``path``, or None for no path (BMD then stays empty)."""
-        if path is None or str(path).strip() in ("", "."):
-            return None
-        from bonekit.calibration import Calibration
-        path = Path(path)
-        if not path.is_file():
-            raise BoneKitError(f"The calibration file {path} does not exist. Choose a BoneKit calibration file "
-                               "(.json) for this scanner and protocol, or none to report HU only.")
-        return Calibration.load(path)
+        return loadCalibration(path)
 
     # ------------------------------------------------------------------ segmentation
     def segment(self, inputVolumeNode, points, outputSegmentationNode=None,
