@@ -5,7 +5,8 @@
 1. Rescan (Li et al. 2022 Table 1): lumbar phantoms (two seeds x five levels, BV/TV 0.08-0.20,
    some with planted voids) rendered without noise, then "scanned" twice: each scan moves the
    phantom by a small rigid transform (rotation up to 1.5 deg about each axis, shift up to
-   0.5 mm; linear interpolation, the ROI moved with it) and adds new 15 HU white noise. Per
+   0.5 mm; linear interpolation, the ROI moved with it) and adds new 15 HU noise (white, or with
+   ``--correlated-noise`` filtered by the PSF like reconstructed CT noise). Per
    vertebra, the ROI means of the three maps in the 6 mm ROI (calibrated BMD). Printed: ICC(2,1)
    (two-way random effects, absolute agreement, single measurement; Shrout & Fleiss), the
    precision RMSSD = sqrt(mean over subjects of the per-subject variance) and LSC = 2.77 RMSSD
@@ -59,7 +60,16 @@ def moved(volume: Volume, angles_deg, shift_mm, interpolator) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.Resample(image, image, transform, interpolator, 0.0))
 
 
-def rescan(params: FocalParameters) -> None:
+def noise(rng, shape, spacing_kji, correlated: bool) -> np.ndarray:
+    """15 HU noise: white, or with the texture of reconstructed CT noise (white noise filtered by the
+    phantom's PSF, FWHM 0.7 x 0.7 x 1.2 mm, and scaled back to 15 HU SD)."""
+    white = rng.normal(0, 1, shape)
+    if correlated:
+        white = ndimage.gaussian_filter(white, np.array([1.2, 0.7, 0.7]) / 2.3548 / np.asarray(spacing_kji))
+    return white * (NOISE_HU / white.std())
+
+
+def rescan(params: FocalParameters, correlated: bool) -> None:
     from bonekit.phantom import PhantomConfig, Void, spine_phantom
     from bonekit.points import VERSE_NAMES
     from bonekit.vertebra import analyse_vertebrae
@@ -76,7 +86,7 @@ def rescan(params: FocalParameters) -> None:
         for scan in range(2):
             angles, shift = rng.uniform(-1.5, 1.5, 3), rng.uniform(-0.5, 0.5, 3)
             ct = moved(phantom.ct.with_array(phantom.ct.array.astype(np.float32)), angles, shift, sitk.sitkLinear)
-            ct = np.rint(ct + rng.normal(0, NOISE_HU, ct.shape)).astype(np.int16)
+            ct = np.rint(ct + noise(rng, ct.shape, phantom.ct.spacing_kji, correlated)).astype(np.int16)
             roi = moved(masks.roi, angles, shift, sitk.sitkNearestNeighbor)
             per_level = {}
             for label in sorted(set(np.unique(roi).tolist()) - {0}):
@@ -86,7 +96,8 @@ def rescan(params: FocalParameters) -> None:
             scans.append(per_level)
         for label in scans[0]:
             rows.append((f"seed{seed} {VERSE_NAMES[label]}", scans[0][label], scans[1][label]))
-    print(f"Rescan reproducibility, {len(rows)} phantom vertebrae x 2 scans (new noise, rigid move):")
+    kind = "PSF-correlated" if correlated else "white"
+    print(f"Rescan reproducibility, {len(rows)} phantom vertebrae x 2 scans (new {kind} noise, rigid move):")
     print(f"  {'measure':<13} {'ICC(2,1)':>8} {'RMSSD':>8} {'LSC':>8} {'between-subject SD':>19} {'mean':>7}")
     for q, key in enumerate(KEYS):
         scores = np.array([[a[q], b[q]] for _, a, b in rows])
@@ -148,11 +159,13 @@ def main() -> None:
     parser.add_argument("--rescan", action="store_true")
     parser.add_argument("--microct", action="store_true")
     parser.add_argument("--min-depth", type=float, default=0.0, help="FocalParameters.min_depth (mg HA/cm3)")
+    parser.add_argument("--correlated-noise", action="store_true",
+                        help="rescans with noise of CT texture (PSF-filtered) instead of white noise")
     args = parser.parse_args()
     params = FocalParameters(min_depth=args.min_depth)
     everything = not (args.rescan or args.microct)
     if args.rescan or everything:
-        rescan(params)
+        rescan(params, args.correlated_noise)
     if args.microct or everything:
         if DATA.is_dir():
             microct(params)
