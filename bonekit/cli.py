@@ -326,7 +326,7 @@ def _truth_table(truth: dict) -> list[str]:
     return lines
 
 
-def _demo_vertebrae(phantom, out: Path, steps: dict) -> list[str]:
+def _demo_vertebrae(phantom, out: Path, steps: dict) -> tuple[list[str], object, object]:
     """Calibration from the rods, segmentation from one point per vertebra, per-vertebra analysis."""
     import numpy as np
 
@@ -371,7 +371,7 @@ def _demo_vertebrae(phantom, out: Path, steps: dict) -> list[str]:
                      f"  {grade} / {tgrade}")
     steps["vertebrae"] = {"seconds": round(time.perf_counter() - started, 2), "dice": dice,
                           "calibration": calibration.to_dict(), "results": [r.to_dict() for r in rows]}
-    return lines, masks
+    return lines, masks, calibration
 
 
 def _demo_morphometry(phantom, voi, out: Path, steps: dict, seed: int) -> list[str]:
@@ -464,12 +464,10 @@ def cmd_demo(args) -> int:
     io_ok = bool((reread.array == phantom.ct.array).all() and reread.same_grid(phantom.ct, atol=1e-5))
     steps["io_roundtrip"] = {"ok": io_ok}
 
-    vertebra_lines, masks = _demo_vertebrae(phantom, out, steps)
+    vertebra_lines, masks, calibration = _demo_vertebrae(phantom, out, steps)
     with _Progress("demo: morphometry"):
         morphometry_lines = _demo_morphometry(phantom, masks.voi, out, steps, args.seed)
-    from .calibration import Calibration
-
-    focal_lines = _demo_focal(phantom, masks.roi, Calibration.from_dict(steps["vertebrae"]["calibration"]), out, steps)
+    focal_lines = _demo_focal(phantom, masks.roi, calibration, out, steps)
 
     results = {"bonekit_version": __version__, "input": "embedded spine phantom (seed %d)" % args.seed,
                "ct": phantom.ct.describe(), "steps": steps, "truth": phantom.truth}
