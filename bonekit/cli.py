@@ -612,6 +612,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="bonekit-demo", help="output folder (default ./bonekit-demo)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_demo)
+
+    from .sr.cli import add_parser as add_sr_parser
+
+    add_sr_parser(sub)
     return parser
 
 
