@@ -10,7 +10,7 @@ slicer = pytest.importorskip("slicer")
 
 from slicer_harness import MODULE_FOLDERS, REPOSITORY, ctNode, phantom, slicer_app  # noqa: E402,F401  (fixtures)
 
-from BoneKitLib import CTSummary, resultsFromTable, volumeToNode  # noqa: E402
+from BoneKitLib import CTInputLogic, CTSummary, resultsFromTable, volumeToNode  # noqa: E402
 from BoneMorphometryLib import BoneMorphometryLibLogic  # noqa: E402
 from BoneSRLib import BoneSRLibLogic  # noqa: E402
 from FocalDefectLib import FocalDefectLibLogic  # noqa: E402
@@ -18,10 +18,11 @@ from SyntheticCTLib import RadiographSummary, SyntheticCTLibLogic  # noqa: E402
 from bonekit import BoneKitError, Volume  # noqa: E402
 
 
-@pytest.mark.parametrize("logicClass", [BoneSRLibLogic])
-def test_ct_summary_of_single_ct_modules(slicer_app, phantom, ctNode, logicClass):
+def test_ct_summary_of_the_single_ct_base_logic(slicer_app, phantom, ctNode):
+    """CTInputLogic.process: the CT's summary table (BoneSR's super-resolution is tested in
+    test_slicer_bone_sr.py)."""
     output = slicer_app.scene.AddNewNodeByClass("vtkMRMLTableNode", "summary")
-    assert logicClass().process(ctNode, output) is output
+    assert CTInputLogic().process(ctNode, output) is output
     [summary] = resultsFromTable(output, CTSummary)
     ct = phantom.ct
     assert (summary.name, summary.orientation) == ("CT", "LPS")

@@ -101,3 +101,16 @@ def test_crop_keeps_exact_geometry_and_box_of_finds_it():
         whole = [ijk[0] + box[2].start, ijk[1] + box[1].start, ijk[2] + box[0].start]
         assert np.allclose(part.index_to_physical(ijk), v.index_to_physical(whole))
     assert v.box_of(part) == box
+
+
+def test_labels_on_another_grid_by_nearest_neighbour():
+    coarse = Volume.from_geometry(np.arange(24, dtype=np.uint8).reshape(2, 3, 4), spacing=(2.0, 2.0, 2.0),
+                                  origin=(0.5, 0.5, 0.5))
+    assert coarse.labels_on(coarse) is coarse
+    fine = Volume.from_geometry(np.zeros((5, 7, 9), np.float32), spacing=(1.0, 1.0, 1.0))
+    out = coarse.labels_on(fine)
+    assert out.same_grid(fine) and out.array.dtype == np.uint8
+    for k, j, i in [(0, 0, 0), (1, 2, 3), (3, 5, 7), (4, 6, 8)]:
+        c = np.rint(coarse.physical_to_index(fine.index_to_physical([i, j, k]))).astype(int)
+        inside = np.all((c >= 0) & (c < [4, 3, 2]))
+        assert out.array[k, j, i] == (coarse.array[c[2], c[1], c[0]] if inside else 0)

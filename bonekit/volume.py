@@ -173,6 +173,20 @@ class Volume:
         hi = np.asarray(self.size, dtype=float) - 1 + margin
         return np.all((ijk >= -margin) & (ijk <= hi), axis=-1)
 
+    def labels_on(self, grid: "Volume") -> "Volume":
+        """This mask or label map on ``grid``'s voxels: itself when already there, else resampled by
+        nearest neighbour (0 outside this volume's extent). Values and dtype are kept."""
+        if grid.same_grid(self):
+            return self
+        import SimpleITK as sitk
+
+        resampler = sitk.ResampleImageFilter()
+        resampler.SetReferenceImage(grid.to_sitk())
+        resampler.SetInterpolator(sitk.sitkNearestNeighbor)
+        resampler.SetDefaultPixelValue(0)
+        return grid.with_array(sitk.GetArrayFromImage(resampler.Execute(self.to_sitk())),
+                               modality=self.modality, units=self.units, metadata=dict(self.metadata))
+
     def same_grid(self, other: "Volume", atol: float = 1e-4) -> bool:
         """True when ``other`` has the same shape and voxel-to-physical matrix (to ``atol`` mm)."""
         return self.shape == other.shape and np.allclose(self.affine, other.affine, rtol=0, atol=atol)

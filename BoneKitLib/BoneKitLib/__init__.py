@@ -15,7 +15,7 @@ Example (Slicer's Python console)::
 from .display import COLORMAPS, colorTableNode, showColorLegend, showOverlay, showTable
 from .growcut import vtkGrowCut
 from .gui import ParameterNodeWidgetMixin, reloadPackages
-from .inputs import (CTInputLogic, CTSummary, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
+from .inputs import (CTInputLogic, CTSummary, ProcessingCancelled, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
                      loadCalibration, reportProgress, summarizeCT)
 from .samples import smallSpinePhantom
 from .segmentations import (LABEL_VALUE_TAG, ensureConverterRules, labelmapToSegmentation, segmentationToLabelmap,
@@ -36,7 +36,7 @@ __all__ = [
     # display
     "COLORMAPS", "colorTableNode", "showOverlay", "showColorLegend", "showTable",
     # module inputs
-    "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary", "summarizeCT", "ctSummaryTable",
+    "ctVolumeFromNode", "checkHounsfieldUnits", "ProcessingCancelled", "CTSummary", "summarizeCT", "ctSummaryTable",
     "ProgressCallback", "reportProgress", "loadCalibration", "CTInputLogic",
     # samples and GUI plumbing
     "smallSpinePhantom", "ParameterNodeWidgetMixin", "reloadPackages",

@@ -22,13 +22,17 @@ from bonekit.results import Result, quantity
 from .tables import resultsToTable
 from .volumes import volumeFromNode
 
-__all__ = ["ProgressCallback", "reportProgress", "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary",
+__all__ = ["ProgressCallback", "ProcessingCancelled", "reportProgress", "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary",
            "summarizeCT", "ctSummaryTable", "loadCalibration", "CTInputLogic"]
 
 #: Plausible HU bounds: the lowest value must show air or padding, the highest some bone or tissue.
 AIR_BELOW_HU = -200.0
 BONE_ABOVE_HU = 100.0
 HU_LIMITS = (-4000.0, 40000.0)
+
+
+class ProcessingCancelled(Exception):
+    """Raised by a module logic's ``process`` after its ``cancel()``: nothing was written to the scene."""
 
 
 def reportProgress(callback: ProgressCallback | None, fraction: float, message: str) -> None:

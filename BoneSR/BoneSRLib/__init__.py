@@ -1,5 +1,5 @@
 """Qt-free logic of the BoneSR module."""
 
-from .Logic import BoneSRLibLogic
+from .Logic import DEVICES, FROM_FILE, PRECISIONS, BoneSRLibLogic, BoneSROutputs, ProcessingCancelled
 
-__all__ = ["BoneSRLibLogic"]
+__all__ = ["BoneSRLibLogic", "BoneSROutputs", "ProcessingCancelled", "DEVICES", "PRECISIONS", "FROM_FILE"]

@@ -26,9 +26,9 @@ import numpy as np
 from bonekit import BoneKitError, Volume
 from bonekit.results import Result, quantity
 
-from BoneKitLib import (CTInputLogic, ProgressCallback, addResultColumns, loadCalibration, reportProgress,
-                        resultsToTable, segmentationToLabelmap, showColorLegend, showOverlay, volumeFromNode,
-                        volumeToNode)
+from BoneKitLib import (CTInputLogic, ProcessingCancelled, ProgressCallback, addResultColumns, loadCalibration,
+                        reportProgress, resultsToTable, segmentationToLabelmap, showColorLegend, showOverlay,
+                        volumeFromNode, volumeToNode)
 
 __all__ = ["FocalDefectLibLogic", "FocalDefectOutputs", "FocalRegion", "MapDisplay", "MAP_DISPLAY",
            "ProcessingCancelled", "MAP_ATTRIBUTE", "REGION_ATTRIBUTE", "INPUT_ATTRIBUTE", "REGION_TAG"]
@@ -43,9 +43,6 @@ INPUT_ATTRIBUTE = "FocalDefect.input"
 REGION_TAG = "BoneKit.Region"
 ROI_REGION = "ROI"
 
-
-class ProcessingCancelled(Exception):
-    """Raised by :meth:`FocalDefectLibLogic.process` after :meth:`FocalDefectLibLogic.cancel`; nothing was written."""
 
 
 class MapDisplay(NamedTuple):
@@ -237,18 +234,10 @@ class FocalDefectLibLogic(CTInputLogic):
             raise BoneKitError(f"The label map '{name}' holds {labels.array.dtype} values, not integer labels.")
         if ct.same_grid(labels):
             return labels
-        import SimpleITK as sitk
-
-        resampler = sitk.ResampleImageFilter()
-        resampler.SetSize([int(n) for n in ct.size])
-        resampler.SetOutputSpacing([float(s) for s in ct.spacing])
-        resampler.SetOutputOrigin([float(o) for o in ct.origin])
-        resampler.SetOutputDirection([float(d) for d in ct.direction.ravel()])
-        resampler.SetInterpolator(sitk.sitkNearestNeighbor)
-        resampler.SetDefaultPixelValue(0)
         logging.info("FocalDefect: '%s' is not on the CT grid; resampled onto it (nearest neighbour).", name)
-        return ct.with_array(sitk.GetArrayFromImage(resampler.Execute(labels.to_sitk())),
-                             modality="SEG", units="label", metadata={"source": f"'{name}' on the CT grid"})
+        out = labels.labels_on(ct)
+        out.modality, out.units, out.metadata = "SEG", "label", {"source": f"'{name}' on the CT grid"}
+        return out
 
     # ------------------------------------------------------------------ progress and cancel
     def cancel(self) -> None:

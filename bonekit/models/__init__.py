@@ -1,0 +1,1 @@
+"""Models that ship with BoneKit: ``catalogue.json`` lists them (``bonekit sr models``)."""
