@@ -237,3 +237,12 @@ def test_structure_model_index_of_ideal_shapes(shape, expected):
         bone = {"plate": np.abs(i) <= 0.5, "rod": i ** 2 + j ** 2 <= 1.0, "sphere": i ** 2 + j ** 2 + k ** 2 <= 4.0}[shape]
         result, _ = morphometry(volume(bone.astype(np.uint8), spacing), binary=True)
         assert result.SMI == pytest.approx(expected, abs=0.15), spacing
+
+
+def test_smi_of_a_speck_that_smoothing_dissolves_is_none():
+    """A two-voxel speck has a surface but none after SMI's one-voxel smoothing: no crash, SMI None."""
+    image = np.zeros((12, 12, 12), np.uint8)
+    image[5, 5, 5:7] = 1
+    result, _ = morphometry(Volume.from_geometry(image, spacing=(0.05,) * 3), binary=True)
+    assert result.BV_TV == pytest.approx(2 / 12 ** 3)
+    assert result.SMI is None

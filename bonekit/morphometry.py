@@ -118,6 +118,8 @@ def _surface_mesh(bone: np.ndarray, region: np.ndarray, spacing_kji, smooth_voxe
     padded = np.pad(bone.astype(np.float32), 1, mode="edge")
     if smooth_voxels > 0:
         padded = ndimage.gaussian_filter(padded, smooth_voxels * spacing.min() / spacing, mode="nearest")
+    if not padded.min() < 0.5 < padded.max():  # no surface (e.g. a speck of bone that smoothing dissolves)
+        return np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3), int)
     verts, faces, normals, _ = marching_cubes(padded, 0.5, spacing=tuple(spacing))
     centres = verts[faces].mean(axis=1) / spacing - 1.0  # voxel index in the unpadded image
     idx = np.rint(centres).astype(int)
