@@ -71,6 +71,11 @@ def evaluate_volumes(sr: Volume, hr: Volume, *, baseline: Volume | None = None, 
     truth = np.asarray(hr.array, np.float32)
     images, morph = {}, {}
     cubes = [b for b in blocks(truth.shape, hr.spacing_kji, block_mm) if m is None or m[b].all()]
+    total = len(cubes)
+    if not isinstance(threshold, str):
+        # at a fixed level a block with no bone on one side has no Tb.Th: leave it out, and say how many
+        arrays = [truth] + [np.asarray(v.array) for v in candidates.values()]
+        cubes = [b for b in cubes if all((a[b] > threshold).any() and (a[b] <= threshold).any() for a in arrays)]
     if len(cubes) < 3:
         raise BoneKitError(f"Only {len(cubes)} blocks of {block_mm} mm fit (inside the mask): use smaller --blocks "
                            "or a larger volume; the correlation needs at least 3.")
@@ -91,5 +96,5 @@ def evaluate_volumes(sr: Volume, hr: Volume, *, baseline: Volume | None = None, 
     report(1.0, "done")
     return {"images": images, "morphometry": morph,
             "settings": {"window_hu": [lo, hi], "threshold": threshold, "block_mm": block_mm,
-                         "blocks": len(cubes), "masked": mask is not None,
+                         "blocks": len(cubes), "blocks_left_out": total - len(cubes), "masked": mask is not None,
                          "spacing_mm": [float(s) for s in hr.spacing]}}
