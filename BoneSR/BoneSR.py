@@ -18,8 +18,8 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-from BoneKitLib import ParameterNodeWidgetMixin, ijkToRASMatrix, labelmapToSegmentation, volumeToNode
-from BoneSRLib import DEVICES, FROM_FILE, PRECISIONS, BoneSRLibLogic, ProcessingCancelled
+from BoneKitLib import CancellableRunMixin, ijkToRASMatrix, labelmapToSegmentation, volumeToNode
+from BoneSRLib import DEVICES, FROM_FILE, PRECISIONS, BoneSRLibLogic
 
 #: The model list of the module: the catalogue of shipped models (the first is the default), then a file.
 MODEL_CHOICES = [entry["name"] for entry in BoneSRLibLogic().models()] + [FROM_FILE]
@@ -79,22 +79,20 @@ class BoneSRParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
 
 
-class BoneSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget):
+class BoneSRWidget(CancellableRunMixin, ScriptedLoadableModuleWidget):
     """Module panel: CT, ROI, model, device, output volume; Apply, Cancel and a progress bar."""
 
     requiredParameters = ("inputVolume",)
     defaultNodeClasses = {"inputVolume": "vtkMRMLScalarVolumeNode"}
 
     def __init__(self, parent=None) -> None:
-        ParameterNodeWidgetMixin.__init__(self)  # first: without a parent, the base __init__ runs setup()
-        self._running = False
+        CancellableRunMixin.__init__(self)  # first: without a parent, the base __init__ runs setup()
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         """Load Resources/UI/BoneSR.ui (slicer.util.loadUI, childWidgetVariables, setMRMLScene) and bind it."""
         ScriptedLoadableModuleWidget.setup(self)
         self.setupModuleUi(BoneSRLogic())
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
 
     def chosenModel(self):
         """The model to run: the catalogue name, or the file when "From file..." is chosen (None if unset)."""
@@ -117,38 +115,21 @@ class BoneSRWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget):
             self.ui.modelDescriptionLabel.text = (
                 f"{BoneSRLibLogic.modelLabel(entry)}. {entry.get('description', '')}".strip() if entry
                 else _("A BoneSR model file (.pt), e.g. exported with 'bonekit sr export'.") if fromFile else "")
-        if self._running or self.chosenModel() is None:
+        if self.chosenModel() is None:
             self.ui.applyButton.enabled = False
-
-    def onCancelButton(self) -> None:
-        """Stop the child process (the click is handled while the progress bar updates)."""
-        self.logic.cancel()
-        self.ui.cancelButton.enabled = False
 
     def onApplyButton(self) -> None:
         """Run the logic on the selected nodes; errors are shown in a dialog, a cancel in the progress bar."""
         parameters = self._parameterNode
-        self._running = True
-        self.ui.applyButton.enabled = False
-        self.ui.cancelButton.enabled = True
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Failed to super-resolve the CT."), waitCursor=True):
-                try:
-                    outputs = self.logic.process(parameters.inputVolume, parameters.roiNode,
-                                                 model=self.chosenModel(), device=parameters.device,
-                                                 precision=parameters.precision, tile=parameters.tile or None,
-                                                 allowSpacing=parameters.allowSpacing,
-                                                 outputVolumeNode=parameters.outputVolume,
-                                                 progressCallback=self.reportProgress)
-                except ProcessingCancelled:
-                    self.ui.progressBar.setFormat(_("Cancelled: nothing was written"))
-                    return
-                parameters.outputVolume = outputs.volume
-                slicer.util.setSliceViewerLayers(background=outputs.volume, fit=True)
-        finally:
-            self._running = False
-            self.ui.cancelButton.enabled = False
-            self.updateApplyButton()
+        with self.cancellableRun(_("Failed to super-resolve the CT."), _("Cancelled: nothing was written")):
+            outputs = self.logic.process(parameters.inputVolume, parameters.roiNode,
+                                         model=self.chosenModel(), device=parameters.device,
+                                         precision=parameters.precision, tile=parameters.tile or None,
+                                         allowSpacing=parameters.allowSpacing,
+                                         outputVolumeNode=parameters.outputVolume,
+                                         progressCallback=self.reportProgress)
+            parameters.outputVolume = outputs.volume
+            slicer.util.setSliceViewerLayers(background=outputs.volume, fit=True)
 
 
 class BoneSRLogic(ScriptedLoadableModuleLogic, BoneSRLibLogic):

@@ -17,8 +17,8 @@ from slicer.parameterNodeWrapper import parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-from BoneKitLib import ParameterNodeWidgetMixin, ijkToRASMatrix, labelmapToSegmentation, resultsFromTable, showTable
-from FocalDefectLib import FocalDefectLibLogic, FocalRegion, ProcessingCancelled, focalVoidPhantom
+from BoneKitLib import CancellableRunMixin, ijkToRASMatrix, labelmapToSegmentation, resultsFromTable, showTable
+from FocalDefectLib import FocalDefectLibLogic, FocalRegion, focalVoidPhantom
 
 
 class FocalDefect(ScriptedLoadableModule):
@@ -63,56 +63,31 @@ class FocalDefectParameterNode:
     outputTable: vtkMRMLTableNode
 
 
-class FocalDefectWidget(ParameterNodeWidgetMixin, ScriptedLoadableModuleWidget):
+class FocalDefectWidget(CancellableRunMixin, ScriptedLoadableModuleWidget):
     """Module panel: CT, ROI, calibration, output table; Apply, Cancel and a progress bar."""
 
     requiredParameters = ("inputVolume", "roiNode")
     defaultNodeClasses = {"inputVolume": "vtkMRMLScalarVolumeNode", "roiNode": "vtkMRMLSegmentationNode"}
 
     def __init__(self, parent=None) -> None:
-        ParameterNodeWidgetMixin.__init__(self)  # first: without a parent, the base __init__ runs setup()
-        self._running = False
+        CancellableRunMixin.__init__(self)  # first: without a parent, the base __init__ runs setup()
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         """Load Resources/UI/FocalDefect.ui (slicer.util.loadUI, childWidgetVariables, setMRMLScene) and bind it."""
         ScriptedLoadableModuleWidget.setup(self)
         self.setupModuleUi(FocalDefectLogic())
-        self.ui.cancelButton.connect("clicked(bool)", self.onCancelButton)
-
-    def updateApplyButton(self, caller=None, event=None) -> None:
-        """Apply needs the CT and the ROI, and no run in progress."""
-        super().updateApplyButton(caller, event)
-        if self._running:
-            self.ui.applyButton.enabled = False
-
-    def onCancelButton(self) -> None:
-        """Stop the run at its next progress report (the click is handled while the progress bar updates)."""
-        self.logic.cancel()
-        self.ui.cancelButton.enabled = False
 
     def onApplyButton(self) -> None:
         """Run the logic on the selected nodes; errors are shown in a dialog, a cancel in the progress bar."""
         parameters = self._parameterNode
-        self._running = True
-        self.ui.applyButton.enabled = False
-        self.ui.cancelButton.enabled = True
-        try:
-            with slicer.util.tryWithErrorDisplay(_("Failed to map focal bone loss."), waitCursor=True):
-                try:
-                    outputs = self.logic.process(parameters.inputVolume, parameters.roiNode,
-                                                 calibration=parameters.calibrationFile,
-                                                 outputTableNode=parameters.outputTable,
-                                                 progressCallback=self.reportProgress)
-                except ProcessingCancelled:
-                    self.ui.progressBar.setFormat(_("Cancelled: nothing was written"))
-                    return
-                parameters.outputTable = outputs.table
-                showTable(outputs.table)
-        finally:
-            self._running = False
-            self.ui.cancelButton.enabled = False
-            self.updateApplyButton()
+        with self.cancellableRun(_("Failed to map focal bone loss."), _("Cancelled: nothing was written")):
+            outputs = self.logic.process(parameters.inputVolume, parameters.roiNode,
+                                         calibration=parameters.calibrationFile,
+                                         outputTableNode=parameters.outputTable,
+                                         progressCallback=self.reportProgress)
+            parameters.outputTable = outputs.table
+            showTable(outputs.table)
 
 
 class FocalDefectLogic(ScriptedLoadableModuleLogic, FocalDefectLibLogic):

@@ -195,6 +195,8 @@ def test_icons_are_128_pixel_pngs(path):
 def test_ui_widgets_used_by_the_widget_exist(module):
     mixin = ast.parse((REPOSITORY / SHARED_LIB / SHARED_LIB / "gui.py").read_text())
     used = selfUiNames(moduleAst(module)) | selfUiNames(mixin)
+    if "CancellableRunMixin" in (REPOSITORY / module / f"{module}.py").read_text():   # its Cancel button too
+        used |= selfUiNames(ast.parse((REPOSITORY / SHARED_LIB / SHARED_LIB / "cancellable.py").read_text()))
     assert {"applyButton", "progressBar"} <= used
     assert used <= uiWidgetNames(module)
 

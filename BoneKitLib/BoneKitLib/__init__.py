@@ -14,9 +14,10 @@ Example (Slicer's Python console)::
 
 from .display import COLORMAPS, colorTableNode, showColorLegend, showOverlay, showTable
 from .growcut import vtkGrowCut
+from .cancellable import CancellableRunMixin
 from .gui import ParameterNodeWidgetMixin, reloadPackages
-from .inputs import (CTInputLogic, CTSummary, ProcessingCancelled, ProgressCallback, checkHounsfieldUnits, ctSummaryTable, ctVolumeFromNode,
-                     loadCalibration, reportProgress, summarizeCT)
+from .inputs import (CTInputLogic, CTSummary, ProcessingCancelled, ProgressCallback, checkHounsfieldUnits,
+                     ctSummaryTable, ctVolumeFromNode, loadCalibration, reportProgress, summarizeCT)
 from .samples import smallSpinePhantom
 from .segmentations import (LABEL_VALUE_TAG, ensureConverterRules, labelmapToSegmentation, segmentationToLabelmap,
                             segmentLabelValues)
@@ -39,5 +40,5 @@ __all__ = [
     "ctVolumeFromNode", "checkHounsfieldUnits", "ProcessingCancelled", "CTSummary", "summarizeCT", "ctSummaryTable",
     "ProgressCallback", "reportProgress", "loadCalibration", "CTInputLogic",
     # samples and GUI plumbing
-    "smallSpinePhantom", "ParameterNodeWidgetMixin", "reloadPackages",
+    "smallSpinePhantom", "ParameterNodeWidgetMixin", "CancellableRunMixin", "reloadPackages",
 ]

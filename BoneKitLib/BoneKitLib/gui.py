@@ -59,6 +59,7 @@ class ParameterNodeWidgetMixin(VTKObservationMixin):
 
     def __init__(self) -> None:
         VTKObservationMixin.__init__(self)
+        self._running = False
         self.logic = None
         self._parameterNode = None
         self._parameterNodeGuiTag = None
@@ -131,8 +132,9 @@ class ParameterNodeWidgetMixin(VTKObservationMixin):
         return [p for p in self.requiredParameters if getattr(self._parameterNode, p) is None]
 
     def updateApplyButton(self, caller=None, event=None) -> None:
-        """Enable Apply only when every required parameter is set."""
-        self.ui.applyButton.enabled = not self.missingParameters()
+        """Enable Apply only when every required parameter is set and no run is in progress
+        (:class:`BoneKitLib.cancellable.CancellableRunMixin`)."""
+        self.ui.applyButton.enabled = not self.missingParameters() and not self._running
 
     # ------------------------------------------------------------------ progress
     def reportProgress(self, fraction: float, message: str) -> None:

@@ -22,8 +22,8 @@ from bonekit.results import Result, quantity
 from .tables import resultsToTable
 from .volumes import volumeFromNode
 
-__all__ = ["ProgressCallback", "ProcessingCancelled", "reportProgress", "ctVolumeFromNode", "checkHounsfieldUnits", "CTSummary",
-           "summarizeCT", "ctSummaryTable", "loadCalibration", "CTInputLogic"]
+__all__ = ["ProgressCallback", "ProcessingCancelled", "reportProgress", "ctVolumeFromNode", "checkHounsfieldUnits",
+           "CTSummary", "summarizeCT", "ctSummaryTable", "loadCalibration", "CTInputLogic"]
 
 #: Plausible HU bounds: the lowest value must show air or padding, the highest some bone or tissue.
 AIR_BELOW_HU = -200.0
