@@ -69,7 +69,7 @@ def evaluate_volumes(sr: Volume, hr: Volume, *, baseline: Volume | None = None, 
     if mask is not None:
         hr.require_same_grid(mask, "mask")
     truth = np.asarray(hr.array, np.float32)
-    images, morph = {}, {}
+    images, morph, hr_results = {}, {}, None
     cubes = [b for b in blocks(truth.shape, hr.spacing_kji, block_mm) if m is None or m[b].all()]
     total = len(cubes)
     if not isinstance(threshold, str):
@@ -91,7 +91,8 @@ def evaluate_volumes(sr: Volume, hr: Volume, *, baseline: Volume | None = None, 
             images[name]["FID"] = metrics.fid(a, truth, extractor, window_hu=(lo, hi))
         report((n + 0.5) / len(candidates), f"morphometry on {len(cubes)} blocks ({name})")
         comparison = metrics.compare_morphometry([a[b] for b in cubes], [truth[b] for b in cubes],
-                                                 hr.spacing_kji, threshold=threshold)
+                                                 hr.spacing_kji, threshold=threshold, hr_results=hr_results)
+        hr_results = comparison.results["hr"]   # the truth's blocks are measured once for all candidates
         morph[name] = comparison.to_dict()
     report(1.0, "done")
     return {"images": images, "morphometry": morph,

@@ -691,9 +691,29 @@ def _threshold_arg(threshold, side: str):
                        f"one of {', '.join(METHODS)} (an automatic level per image), got {threshold!r}.")
 
 
+def _block_morphometry(vol: Volume, side: str, i: int, masks, level, blur_mm: float):
+    """BoneKit morphometry of one block (inside its mask, if any), errors naming the block."""
+    if not np.all(np.isfinite(np.asarray(vol.array, dtype=float))):
+        raise BoneKitError(f"{side.upper()} block {i} holds NaN or infinite values.")
+    from ..morphometry import morphometry
+
+    mask = None
+    if masks is not None and masks[i] is not None:
+        m = np.asarray(masks[i])
+        if m.shape != vol.shape:
+            raise BoneKitError(f"Mask {i} has shape {m.shape} but the {side.upper()} block has shape {vol.shape}.")
+        mask = Volume(m, vol.affine)
+    try:
+        result, _ = morphometry(vol, mask, threshold=level, blur_mm=blur_mm)
+    except BoneKitError as exc:
+        raise BoneKitError(f"{side.upper()} block {i}: {exc}") from None
+    return result
+
+
 def compare_morphometry(sr_volumes, hr_volumes, spacing_mm=None, *, threshold, masks=None,
                         blur_mm: float = 0.0, parameters: Sequence[str] = ("BV/TV", "Tb.Th", "Tb.Sp"),
-                        progress: ProgressCallback | None = None) -> MorphometryComparison:
+                        progress: ProgressCallback | None = None,
+                        hr_results: Sequence | None = None) -> MorphometryComparison:
     """Run BoneKit's morphometry (:func:`bonekit.morphometry.morphometry`, BoneJ conventions) on paired
     SR and HR blocks and compare them with :func:`morphometry_agreement`.
 
@@ -718,6 +738,9 @@ def compare_morphometry(sr_volumes, hr_volumes, spacing_mm=None, *, threshold, m
     parameters : sequence of str
         Morphometry outputs to compare by display name (BV/TV, Tb.Th, Tb.Sp, Tb.N, BS/BV, Conn.D,
         BA/TA, SMI, DA).
+    hr_results : sequence of MorphometryResult, optional
+        The HR blocks' results from an earlier comparison (``.results["hr"]``) with the same HR
+        blocks, threshold and blur: reused instead of measured again.
 
     Returns
     -------
@@ -725,7 +748,7 @@ def compare_morphometry(sr_volumes, hr_volumes, spacing_mm=None, *, threshold, m
         Values per block for both sides, levels used, and the :class:`Agreement` per parameter
         (at least 2 block pairs are needed; Pearson r needs 3).
     """
-    from ..morphometry import MorphometryResult, morphometry
+    from ..morphometry import MorphometryResult
     from ..volume import Volume, make_affine
 
     sr_list, hr_list = list(sr_volumes), list(hr_volumes)
@@ -775,20 +798,11 @@ def compare_morphometry(sr_volumes, hr_volumes, spacing_mm=None, *, threshold, m
     n = len(sr_list)
     for i in range(n):
         for side, blocks, level in (("sr", sr_list, levels[0]), ("hr", hr_list, levels[1])):
-            vol = as_volume(blocks[i], side.upper(), i)
-            if not np.all(np.isfinite(np.asarray(vol.array, dtype=float))):
-                raise BoneKitError(f"{side.upper()} block {i} holds NaN or infinite values.")
-            mask = None
-            if masks is not None and masks[i] is not None:
-                m = np.asarray(masks[i])
-                if m.shape != vol.shape:
-                    raise BoneKitError(f"Mask {i} has shape {m.shape} but the {side.upper()} block has shape "
-                                       f"{vol.shape}.")
-                mask = Volume(m, vol.affine)
-            try:
-                result, _ = morphometry(vol, mask, threshold=level, blur_mm=blur_mm)
-            except BoneKitError as exc:
-                raise BoneKitError(f"{side.upper()} block {i}: {exc}") from None
+            if side == "hr" and hr_results is not None:   # measured before (another SR of the same blocks)
+                result = hr_results[i]
+            else:
+                result = _block_morphometry(as_volume(blocks[i], side.upper(), i), side, i, masks, level,
+                                            blur_mm)
             record = result.to_dict()
             for p in parameters:
                 v = record[p]

@@ -505,7 +505,7 @@ class Trainer:
                sums):
         import torch
 
-        from .networks import VGGLoss, feature_matching_loss
+        from .networks import feature_matching_loss
 
         c, t = self.config, self.config.train
         order = batch_order(c.seed, p_index, epoch, len(x))
@@ -515,7 +515,7 @@ class Trainer:
         if n_batches == 0:
             raise BoneKitError(f"{len(x)} training patches are fewer than one batch of {t.batch_size}: "
                                "lower train.batch_size or add data.")
-        vgg = VGGLoss.from_file(t.vgg_weights).to(self.device) if t.vgg_weights else None
+        vgg = self._vgg()
         dtype = self._amp_dtype()
         G.train()
         D.train()
@@ -531,9 +531,10 @@ class Trainer:
                 pred_fake = Dp(torch.cat([xb, fake], 1))
                 pred_real = Dp(torch.cat([xb, yb], 1))
                 loss_gan = gan(pred_fake, True)
-                loss_fm = feature_matching_loss(pred_fake, pred_real, t.lambda_feat) if t.lambda_feat else fake.new_zeros(())
-                loss_l1 = torch.nn.functional.l1_loss(fake, yb) * t.lambda_l1 if t.lambda_l1 else fake.new_zeros(())
-                loss_vgg = vgg(fake.float(), yb) * t.lambda_vgg if vgg is not None else fake.new_zeros(())
+                zero = fake.new_zeros(())
+                loss_fm = feature_matching_loss(pred_fake, pred_real, t.lambda_feat) if t.lambda_feat else zero
+                loss_l1 = torch.nn.functional.l1_loss(fake, yb) * t.lambda_l1 if t.lambda_l1 else zero
+                loss_vgg = vgg(fake.float(), yb) * t.lambda_vgg if vgg is not None else zero
                 loss_g = loss_gan + loss_fm + loss_l1 + loss_vgg
             optG.zero_grad(set_to_none=True)
             _step(loss_g, optG, scaler)
@@ -554,6 +555,15 @@ class Trainer:
             if done % t.checkpoint_every == 0 and done < n_batches:
                 self._save(p_index, epoch, done, G, D, optG, optD, scaler, global_weights, sums=sums)
         return {k: v / n_batches for k, v in sums.items()}
+
+    def _vgg(self):
+        """The perceptual loss network, read from its file once per run (None without one)."""
+        from .networks import VGGLoss
+
+        path = self.config.train.vgg_weights
+        if path and getattr(self, "_vgg_loss", None) is None:
+            self._vgg_loss = VGGLoss.from_file(path).to(self.device)
+        return getattr(self, "_vgg_loss", None) if path else None
 
     def _save(self, phase, epoch, batch, G, D, optG, optD, scaler, global_weights, sums=None) -> None:
         import torch
