@@ -249,7 +249,7 @@ def test_devices_and_precisions():
     with pytest.raises(BoneKitError, match="Unknown device"):
         infer.resolve_device("tpu")
     with pytest.raises(BoneKitError, match="Unknown precision"):
-        infer._autocast_dtype("cpu", "int8")
+        infer.autocast_dtype("cpu", "int8")
 
 
 # ---------------------------------------------------------------- command line

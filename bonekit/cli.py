@@ -57,6 +57,29 @@ class _Progress:
         self.close()
 
 
+def progress_lines(fraction: float, message: str) -> None:
+    """Machine-readable progress for a parent process (the Slicer module): one line per update."""
+    print(f"PROGRESS {fraction:.4f} {message}", file=sys.stderr, flush=True)
+
+
+def progress_for(args, title: str):
+    """The progress callback of a command: PROGRESS lines with --progress-lines, else a bar."""
+    if getattr(args, "progress_lines", False):
+        class _Lines:
+            def __enter__(self):
+                return progress_lines
+
+            def __exit__(self, *exc):
+                return None
+
+        return _Lines()
+    return _Progress(title)
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
 def _output_dir(path: str) -> Path:
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():
@@ -616,6 +639,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .sr.cli import add_parser as add_sr_parser
 
     add_sr_parser(sub)
+    from .sct.cli import add_drr_parser
+
+    add_drr_parser(sub)
     return parser
 
 

@@ -7,31 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+from ..cli import log as _log
+from ..cli import progress_for as _progress
 from ..errors import BoneKitError
-
-
-def _progress_lines(fraction: float, message: str) -> None:
-    """Machine-readable progress for a parent process (the Slicer module): one line per update."""
-    print(f"PROGRESS {fraction:.4f} {message}", file=sys.stderr, flush=True)
-
-
-def _progress(args, title: str):
-    from ..cli import _Progress
-
-    if getattr(args, "progress_lines", False):
-        class _Lines:
-            def __enter__(self):
-                return _progress_lines
-
-            def __exit__(self, *exc):
-                return None
-
-        return _Lines()
-    return _Progress(title)
-
-
-def _log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
 
 
 def cmd_sr_train(args) -> int:

@@ -24,6 +24,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import BoneKitError
+from ..accel import autocast_dtype, is_out_of_memory, resolve_device  # noqa: F401 (re-exported)
 from ..progress import ProgressCallback
 from ..volume import Volume
 
@@ -68,46 +69,6 @@ def upsample(volume: Volume, scale: int, *, order: int = 3, chunk: int = 32) -> 
 
 
 # ---------------------------------------------------------------- devices
-def resolve_device(device: str = "auto") -> str:
-    """"auto" -> "cuda" when a CUDA GPU is usable, else "cpu"; an unusable request is an error."""
-    import torch
-
-    device = (device or "auto").lower()
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise BoneKitError(f"Device '{device}' asked for, but this PyTorch has no usable CUDA GPU "
-                               f"(torch {torch.__version__}); use --device cpu or auto.")
-        return device
-    if device == "cpu":
-        return device
-    raise BoneKitError(f"Unknown device '{device}': use auto, cuda, cuda:N or cpu.")
-
-
-def _autocast_dtype(device: str, precision: str):
-    import torch
-
-    precision = (precision or "auto").lower()
-    if precision not in ("auto", "fp32", "bf16", "fp16"):
-        raise BoneKitError(f"Unknown precision '{precision}': use auto, fp32, bf16 or fp16.")
-    if precision == "auto":
-        if not device.startswith("cuda"):
-            return None
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-
-
-def is_out_of_memory(exc: BaseException) -> bool:
-    """A CUDA (or CPU allocator) out-of-memory error, whatever its exact class."""
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    text = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
-
-
 # ---------------------------------------------------------------- tiling
 def tile_starts(n: int, tile: int, overlap: int) -> list[int]:
     """Start offsets of tiles of length ``tile`` covering [0, n) with at least ``overlap`` shared."""
@@ -177,7 +138,7 @@ class _Runner:
     def _place(self) -> None:
         import torch
 
-        self.dtype = _autocast_dtype(self.device, self.precision)
+        self.dtype = autocast_dtype(self.device, self.precision)
         self.channels_last = self.device.startswith("cuda")
         self.net.to(self.device, memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 

@@ -333,7 +333,7 @@ class Trainer:
                  log: Callable[[str], None] | None = None, device: str | None = None):
         import torch
 
-        from .infer import resolve_device
+        from ..accel import resolve_device
 
         self.config = config
         self.out = Path(config.out).expanduser()

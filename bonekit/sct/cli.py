@@ -1,0 +1,128 @@
+"""``bonekit drr`` and ``bonekit sct ...``: DRRs and synthetic CT commands."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from ..cli import _floats, _not_an_input, _output_dir, _spacing
+from ..cli import progress_for as _progress
+from ..errors import BoneKitError
+
+
+def _detector(text: str) -> tuple[int, int]:
+    """'WxH' (columns x rows) or one number for a square detector."""
+    parts = text.lower().replace(" ", "").split("x")
+    try:
+        values = [int(v) for v in parts]
+    except ValueError:
+        raise BoneKitError(f"--detector must be WIDTHxHEIGHT in pixels, e.g. 256x256, got '{text}'.") from None
+    if len(values) == 1:
+        values *= 2
+    if len(values) != 2 or min(values) < 1:
+        raise BoneKitError(f"--detector must be WIDTHxHEIGHT in pixels, e.g. 256x256, got '{text}'.")
+    return values[0], values[1]
+
+
+def geometry_from_args(args):
+    from .drr import DetectorGeometry
+
+    columns, rows = _detector(args.detector)
+    pixel = _floats(args.pixel, None, "--pixel")
+    if len(pixel) not in (1, 2):
+        raise BoneKitError(f"--pixel takes one size or ROW,COLUMN sizes in mm, got '{args.pixel}'.")
+    return DetectorGeometry(sad=args.sad, sid=args.sid, rows=rows, columns=columns,
+                            pixel=(pixel[0], pixel[-1]))
+
+
+def add_geometry_arguments(p, defaults=None) -> None:
+    from .drr import DetectorGeometry
+
+    g = defaults or DetectorGeometry()
+    p.add_argument("--sad", type=float, default=g.sad, help=f"source-isocentre distance, mm ({g.sad:g})")
+    p.add_argument("--sid", type=float, default=g.sid, help=f"source-detector distance, mm ({g.sid:g})")
+    p.add_argument("--detector", default=f"{g.columns}x{g.rows}", metavar="WxH",
+                   help=f"detector size in pixels, columns x rows ({g.columns}x{g.rows})")
+    p.add_argument("--pixel", default=f"{g.pixel[0]:g}", metavar="MM",
+                   help=f"detector pixel size at the detector, mm; one value or ROW,COLUMN ({g.pixel[0]:g})")
+
+
+def cmd_drr(args) -> int:
+    import numpy as np
+
+    from ..io import read_volume, write_json, write_volume
+    from .drr import compute_drr, isocenter_of
+    from .prepare import PrepareConfig, bone_mask, extract_bones
+
+    out = _output_dir(args.out)
+    _not_an_input(out, args.ct, args.mask)
+    geometry = geometry_from_args(args)
+    ct = read_volume(args.ct, spacing=_spacing(args.spacing))
+    if ct.units not in (None, "HU"):
+        raise BoneKitError(f"{args.ct}: a DRR needs a CT in HU, but the values are in {ct.units}.")
+    iso = None if args.isocenter is None else _floats(args.isocenter, 3, "--isocenter")
+    if args.mask:
+        config = PrepareConfig(labels=tuple(int(v) for v in _floats(args.labels, None, "--labels"))
+                               if args.labels else ())
+        labels = read_volume(args.mask, spacing=_spacing(args.spacing)).labels_on(ct)
+        ct = extract_bones(ct, labels, config)
+        if iso is None:
+            iso = isocenter_of(ct, bone_mask(labels, config))
+    views = [v for v in args.views.replace(" ", "").split(",") if v]
+    start = time.perf_counter()
+    with _progress(args, "drr") as progress:
+        drrs = compute_drr(ct, views, geometry=geometry, isocenter=iso, air_below_hu=args.air_below,
+                           mu_water=args.mu_water, output=args.output, device=args.device, progress=progress)
+    seconds = time.perf_counter() - start
+    out.mkdir(exist_ok=True)
+    record = {"input": str(args.ct), "mask": args.mask, "seconds": round(seconds, 3), "views": {}}
+    for drr in drrs:
+        path = out / f"drr_{drr.view.name}.{args.format}"
+        write_volume(drr.to_volume(), path)
+        record["views"][drr.view.name] = {"file": path.name, **drr.describe(),
+                                         "minimum": float(drr.image.min()), "maximum": float(drr.image.max())}
+        if args.png:
+            _write_png(drr.image, out / f"drr_{drr.view.name}.png", invert=drr.output == "transmission")
+        print(f"{path}: {drr.view.name} {drr.geometry.columns} x {drr.geometry.rows} pixels of "
+              f"{drr.geometry.pixel[1]:g} x {drr.geometry.pixel[0]:g} mm, {drr.output} "
+              f"{float(np.min(drr.image)):.3g} .. {float(np.max(drr.image)):.3g}")
+    write_json(record, out / "drr.json")
+    print(f"{len(drrs)} view(s) in {seconds:.2f} s; geometry in {out / 'drr.json'}")
+    return 0
+
+
+def _write_png(image, path: Path, invert: bool = False) -> None:
+    """8-bit preview, bone white (the line integral scaled by its maximum)."""
+    import numpy as np
+    from PIL import Image
+
+    from ..io import atomic_path
+
+    x = 1 - image if invert else image
+    top = float(x.max()) or 1.0
+    with atomic_path(path, ".png") as tmp:
+        Image.fromarray(np.clip(np.round(x / top * 255), 0, 255).astype(np.uint8)).save(tmp, format="PNG")
+
+
+def add_drr_parser(sub) -> None:
+    p = sub.add_parser("drr", help="digitally reconstructed radiographs (perspective projection) of a CT")
+    p.add_argument("ct", help="CT volume or DICOM folder (HU)")
+    p.add_argument("--out", required=True, help="output folder: drr_<view>.nrrd, drr.json (geometry), PNGs")
+    p.add_argument("--views", default="ap,lat", help="comma-separated: ap, pa, lat (left lateral), rlat (ap,lat)")
+    add_geometry_arguments(p)
+    p.add_argument("--isocenter", metavar="X,Y,Z", help="LPS mm (default: the centre of the mask's bones, "
+                                                        "else of the CT)")
+    p.add_argument("--mask", metavar="LABELS", help="vertebra label map: keep only the bones (air elsewhere)")
+    p.add_argument("--labels", metavar="IDS", help="label values that count as bone (default: every non-zero)")
+    p.add_argument("--output", choices=("integral", "transmission"), default="integral",
+                   help="pixel value: line integral of attenuation (default) or exp(-integral)")
+    p.add_argument("--mu-water", type=float, default=0.022, help="attenuation of water, 1/mm (0.022)")
+    p.add_argument("--air-below", type=float, metavar="HU",
+                   help="treat voxels at or below this HU as air (Plastimatch uses -800; default: none)")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cuda, cuda:N or cpu")
+    p.add_argument("--format", choices=("nrrd", "nii.gz", "mha"), default="nrrd", help="image format (nrrd)")
+    p.add_argument("--png", action="store_true", help="also write 8-bit PNG previews")
+    p.add_argument("--spacing", metavar="SX,SY,SZ", help="voxel size in mm replacing the header's")
+    p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS fraction message' lines on "
+                                                                 "stderr (for a parent process)")
+    p.set_defaults(func=cmd_drr)
