@@ -622,7 +622,7 @@ def enhancer_parameters(local_net: nn.Module) -> list[nn.Parameter]:
 def init_weights(net: nn.Module, seed: int = 0) -> nn.Module:
     """pix2pixHD's initialisation, reproducible from ``seed``, in place; returns ``net``.
 
-    Convolution weights ~ N(0, 0.02); BatchNorm weights ~ N(1, 0.02), biases 0. Convolution
+    Convolution (2D and 3D) and linear weights ~ N(0, 0.02); BatchNorm weights ~ N(1, 0.02), biases 0. Convolution
     biases keep PyTorch's default distribution U(-1/sqrt(fan_in), 1/sqrt(fan_in)) as in
     pix2pixHD, but are drawn from ``seed`` too, so the whole network depends on ``seed`` alone.
     Modules on the ``meta`` device are left alone.
@@ -636,7 +636,7 @@ def init_weights(net: nn.Module, seed: int = 0) -> nn.Module:
 
     with torch.no_grad():
         for m in net.modules():
-            if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            if isinstance(m, (nn.modules.conv._ConvNd, nn.Linear)):
                 if m.weight.device.type == "meta":
                     continue
                 draw(m.weight, lambda t: t.normal_(0.0, 0.02, generator=gen))
