@@ -80,6 +80,32 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def add_training_commands(sub, cmd_train, cmd_example_config, what: str) -> None:
+    """``train`` and ``example-config`` of a deep-learning command group (``bonekit sr``, ``bonekit sct``)."""
+    p = sub.add_parser("train", help=f"train {what} from a JSON configuration (see example-config)")
+    p.add_argument("config", help="training configuration (JSON)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    p.add_argument("--out", help="output folder (overrides the configuration's)")
+    p.add_argument("--device", help="auto, cuda, cpu (overrides the configuration's)")
+    p.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("example-config", help="print (or write) a complete training configuration")
+    p.add_argument("--out", help="write it to this JSON file")
+    p.set_defaults(func=cmd_example_config)
+
+
+def print_or_write_config(config: dict, out: str | None) -> int:
+    from .io import write_json
+
+    if out:
+        write_json(config, out)
+        print(f"example configuration -> {out}")
+    else:
+        print(json.dumps(config, indent=2))
+    return 0
+
+
 def _output_dir(path: str) -> Path:
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():
@@ -640,8 +666,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_sr_parser(sub)
     from .sct.cli import add_drr_parser
+    from .sct.cli import add_parser as add_sct_parser
 
     add_drr_parser(sub)
+    add_sct_parser(sub)
     return parser
 
 

@@ -126,3 +126,147 @@ def add_drr_parser(sub) -> None:
     p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS fraction message' lines on "
                                                                  "stderr (for a parent process)")
     p.set_defaults(func=cmd_drr)
+
+
+# ----------------------------------------------------------------------------- bonekit sct ...
+def cmd_sct_train(args) -> int:
+    from ..cli import log
+    from .train import SCTTrainConfig, train
+
+    config = SCTTrainConfig.read(args.config)
+    if args.out:
+        config.out = args.out
+    with _progress(args, "sct train") as progress:
+        summary = train(config, resume=args.resume, device=args.device, progress=progress, log=log)
+    last = summary["history"][-1] if summary["history"] else {}
+    print(f"trained {len(summary['history'])} epochs -> {summary.get('model', config.out)}"
+          + (f"; held-out PSNR {last['val_psnr_db']:.2f} dB, SSIM {last['val_ssim']:.3f} (mean training CT: "
+             f"{last['val_psnr_db_mean']:.2f} dB, {last['val_ssim_mean']:.3f})" if "val_psnr_db" in last else ""))
+    return 0
+
+
+def cmd_sct_example_config(args) -> int:
+    from ..cli import print_or_write_config
+    from .train import example_config
+
+    return print_or_write_config(example_config(), args.out)
+
+def _load(args):
+    from .model import load_model
+
+    return load_model(_model_path(args.model), "cpu")
+
+
+def _model_path(name):
+    from ..sr.model import resolve_model
+
+    return resolve_model(name)
+
+
+def cmd_sct_infer(args) -> int:
+    from ..io import read_volume, write_json, write_volume
+    from .infer import from_ct, from_radiographs
+    from .radiograph import read_radiograph
+
+    out = Path(args.out)
+    inputs = [x for x in (args.ct, args.mask, args.ap, args.lateral) if x]
+    _not_an_input(out, *inputs)
+    if args.ct and (args.ap or args.lateral):
+        raise BoneKitError("Give either a CT (--ct, to make DRRs from) or two radiographs (--ap and --lateral), "
+                           "not both.")
+    if args.ct and not args.mask:
+        raise BoneKitError("--ct needs --mask, the vertebra label map (the model saw bones only).")
+    model = _load(args)
+    with _progress(args, "sct infer") as progress:
+        if args.ct:
+            result, _ = from_ct(read_volume(args.ct, spacing=_spacing(args.spacing)),
+                                read_volume(args.mask, spacing=_spacing(args.spacing)), model,
+                                device=args.device, progress=progress)
+        elif args.ap or args.lateral:
+            if not (args.ap and args.lateral):
+                missing = "--ap" if not args.ap else "--lateral"
+                raise BoneKitError(f"{missing} is missing: a synthetic CT needs both an AP (or PA) and a "
+                                   "lateral radiograph.")
+            pixel = _floats(args.pixel, None, "--pixel") if args.pixel else None
+            views = [read_radiograph(path, pixel_mm=(pixel[0], pixel[-1]) if pixel else None)
+                     for path in (args.ap, args.lateral)]
+            result = from_radiographs(*views, model, magnification=args.magnification, device=args.device,
+                                      progress=progress)
+        else:
+            raise BoneKitError("Give a CT (--ct with --mask) or two radiographs (--ap and --lateral).")
+    write_volume(result.volume, out)
+    if args.json:
+        write_json({"model": str(_model_path(args.model)), "output": str(out), **result.summary()}, args.json)
+    print(f"{out}: synthetic CT {' x '.join(str(n) for n in result.volume.size)} voxels of "
+          f"{result.volume.spacing[0]:.2f} mm, HU {result.volume.array.min():.0f} .. {result.volume.array.max():.0f}, "
+          f"on {result.device} in {result.seconds:.1f} s")
+    return 0
+
+
+def cmd_sct_evaluate(args) -> int:
+    import numpy as np
+
+    from ..io import read_volume, write_json
+    from .infer import from_ct
+    from .metrics import volume_metrics
+
+    model = _load(args)
+    rows = []
+    if len(args.ct) != len(args.mask):
+        raise BoneKitError(f"Give one --mask per CT ({len(args.ct)} CTs, {len(args.mask)} masks).")
+    with _progress(args, "sct evaluate") as progress:
+        for n, (ct, mask) in enumerate(zip(args.ct, args.mask)):
+            result, truth = from_ct(read_volume(ct), read_volume(mask), model, device=args.device)
+            rows.append({"ct": ct, **volume_metrics(truth, result.normalized)})
+            progress((n + 1) / len(args.ct), f"{Path(ct).name}")
+    summary = {k: float(np.mean([r[k] for r in rows])) for k in ("psnr_db", "ssim", "cosine", "mae")}
+    record = {"model": str(_model_path(args.model)), "cases": rows, "mean": summary,
+              "data_range": "HU window mapped to [0, 1]"}
+    if args.json:
+        write_json(record, args.json)
+    for r in rows:
+        print(f"{r['ct']}: PSNR {r['psnr_db']:.2f} dB  SSIM {r['ssim']:.3f}  cosine {r['cosine']:.3f}  "
+              f"MAE {r['mae']:.4f}")
+    print(f"mean of {len(rows)}: PSNR {summary['psnr_db']:.2f} dB  SSIM {summary['ssim']:.3f}  "
+          f"cosine {summary['cosine']:.3f}  MAE {summary['mae']:.4f} (on the [0, 1] HU window)")
+    return 0
+
+
+def add_parser(sub) -> None:
+    """Register ``bonekit sct`` and its commands."""
+    import argparse
+
+    sct = sub.add_parser("sct", help="synthetic CT from an AP + lateral pair (SyntheticCT): train, infer, evaluate")
+    ssub = sct.add_subparsers(dest="sct_command", metavar="SCT_COMMAND")
+    ssub.required = True
+
+    p = ssub.add_parser("infer", help="synthetic CT from a CT's DRRs or from two radiographs")
+    p.add_argument("--model", required=True, help="model file (.pt) or catalogue name")
+    p.add_argument("--ct", help="CT (HU): the AP and lateral DRRs are made from it (needs --mask)")
+    p.add_argument("--mask", help="vertebra label map of --ct (bones are extracted, as in training)")
+    p.add_argument("--ap", help="AP (or PA) radiograph: DICOM CR/DX, or PNG/TIFF with --pixel")
+    p.add_argument("--lateral", help="lateral radiograph: DICOM CR/DX, or PNG/TIFF with --pixel")
+    p.add_argument("--pixel", metavar="MM", help="radiograph pixel size (one value or ROW,COLUMN), when the "
+                                                  "file has none")
+    p.add_argument("--magnification", type=float, help="radiograph magnification SID/SOD (default: from the "
+                                                       "DICOM header, else the model's)")
+    p.add_argument("--out", required=True, help="synthetic CT volume (.nrrd, .nii.gz, .mha)")
+    p.add_argument("--device", default="auto", help="auto (GPU if present), cuda, cuda:N or cpu")
+    p.add_argument("--spacing", metavar="SX,SY,SZ", help="CT voxel size in mm replacing the header's")
+    p.add_argument("--json", metavar="OUT.json", help="write the run's summary")
+    p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS fraction message' lines on "
+                                                                 "stderr (for a parent process)")
+    p.set_defaults(func=cmd_sct_infer)
+
+    from ..cli import add_training_commands
+
+    add_training_commands(ssub, cmd_sct_train, cmd_sct_example_config, "the synthetic-CT network")
+
+    p = ssub.add_parser("evaluate", help="PSNR, SSIM, cosine, MAE of a model on CTs with vertebra masks")
+    p.add_argument("--model", required=True, help="model file (.pt) or catalogue name")
+    p.add_argument("--ct", nargs="+", required=True, help="CT volumes (HU)")
+    p.add_argument("--mask", nargs="+", required=True, help="their vertebra label maps, in the same order")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--json", metavar="OUT.json", help="per-case and mean metrics")
+    p.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=cmd_sct_evaluate)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
 from ..cli import log as _log
@@ -28,17 +27,10 @@ def cmd_sr_train(args) -> int:
 
 
 def cmd_sr_example_config(args) -> int:
-    from ..io import write_json
+    from ..cli import print_or_write_config
     from .train import example_config
 
-    config = example_config()
-    if args.out:
-        write_json(config, args.out)
-        print(f"example configuration -> {args.out}")
-    else:
-        print(json.dumps(config, indent=2))
-    return 0
-
+    return print_or_write_config(example_config(), args.out)
 
 def cmd_sr_export(args) -> int:
     from .train import export_checkpoint
@@ -173,17 +165,9 @@ def add_parser(sub) -> None:
                                                                  "stderr (for a parent process)")
     p.set_defaults(func=cmd_sr_infer)
 
-    p = srsub.add_parser("train", help="train a generator from a JSON configuration (see example-config)")
-    p.add_argument("config", help="training configuration (JSON)")
-    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
-    p.add_argument("--out", help="output folder (overrides the configuration's)")
-    p.add_argument("--device", help="auto, cuda, cpu (overrides the configuration's)")
-    p.add_argument("--progress-lines", action="store_true", help=argparse.SUPPRESS)
-    p.set_defaults(func=cmd_sr_train)
+    from ..cli import add_training_commands
 
-    p = srsub.add_parser("example-config", help="print (or write) a complete training configuration")
-    p.add_argument("--out", help="write it to this JSON file")
-    p.set_defaults(func=cmd_sr_example_config)
+    add_training_commands(srsub, cmd_sr_train, cmd_sr_example_config, "a BoneSR generator")
 
     p = srsub.add_parser("export", help="model file from a training checkpoint")
     p.add_argument("checkpoint")

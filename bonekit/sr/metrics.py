@@ -43,6 +43,7 @@ from scipy import ndimage, linalg, stats
 
 from ..errors import BoneKitError
 from ..progress import ProgressCallback
+from ..volume import Volume
 from ..results import Result, quantity
 
 __all__ = ["ssim", "ssim_8bit", "window_to_uint8", "psnr", "cosine_similarity", "mae", "rmse",

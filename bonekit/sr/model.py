@@ -20,11 +20,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import BoneKitError
+from ..training import known_fields as _known
+from ..training import read_torch_file  # noqa: F401 (re-exported)
 
 FORMAT = "bonekit-sr-model"
 VERSION = 1
@@ -116,47 +117,11 @@ class ModelInfo:
         return cls(**d)
 
 
-def _known(d: Any, cls, what: str) -> dict:
-    if not isinstance(d, dict):
-        raise BoneKitError(f"The {what} settings must be a dictionary, not {type(d).__name__}.")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise BoneKitError(f"Unknown {what} setting(s) {', '.join(unknown)}; "
-                           f"known: {', '.join(sorted(names))}.")
-    return d
-
-
 def save_model(path, info: ModelInfo, generator) -> Path:
     """Write a model file atomically (weights as float32 on the CPU)."""
-    import torch
+    from ..training import save_weights
 
-    from ..io import atomic_path
-
-    state = {k: v.detach().to("cpu", torch.float32) if v.is_floating_point() else v.detach().cpu()
-             for k, v in generator.state_dict().items()}
-    payload = {"format": FORMAT, "version": VERSION, **info.to_dict(), "state_dict": state}
-    path = Path(path).expanduser()
-    with atomic_path(path, ".pt") as tmp:
-        torch.save(payload, tmp)
-    return path
-
-
-def read_torch_file(path, what: str) -> dict:
-    """``torch.load(weights_only=True)`` with errors a user can act on."""
-    import torch
-
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise BoneKitError(f"{path}: no such {what} file.")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch.load fails in many ways on a damaged file (EOF, zip, pickle, KeyError)
-        raise BoneKitError(f"{path}: not a readable {what} file (truncated or corrupt? {str(exc)[:120]}). "
-                           f"Use an intact copy, or the previous file.") from exc
-    if not isinstance(payload, dict):
-        raise BoneKitError(f"{path}: not a BoneKit {what} file.")
-    return payload
+    return save_weights(path, {"format": FORMAT, "version": VERSION, **info.to_dict()}, generator)
 
 
 def load_model(path, device: str = "cpu"):

@@ -27,9 +27,7 @@ Driven by one JSON configuration (:class:`TrainConfig`, see :func:`example_confi
 from __future__ import annotations
 
 import copy
-import dataclasses
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,6 +37,8 @@ import numpy as np
 
 from ..errors import BoneKitError
 from ..progress import ProgressCallback
+from ..training import (SectionedConfig, batch_order, distributed, linear_decay, read_json,  # noqa: F401
+                        relative_to, step)
 
 CHECKPOINT_FORMAT = "bonekit-sr-checkpoint"
 
@@ -104,7 +104,9 @@ class OptimConfig:
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(SectionedConfig):
+    SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": OptimConfig}
+
     out: str = "bonesr-run"
     seed: int = 0
     name: str = "bonesr"
@@ -112,41 +114,22 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: OptimConfig = field(default_factory=OptimConfig)
 
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        d = dict(_known(d, cls, "training"))
-        for name, sub in (("data", DataConfig), ("model", ModelConfig), ("train", OptimConfig)):
-            d[name] = sub(**_known(d.get(name, {}), sub, name))
-        config = cls(**d)
-        config.validate()
-        return config
-
     @classmethod
     def read(cls, path) -> "TrainConfig":
         path = Path(path).expanduser()
-        if not path.is_file():
-            raise BoneKitError(f"{path}: no such training configuration file (JSON; see "
-                               "`bonekit sr example-config`).")
-        try:
-            d = json.loads(path.read_text())
-        except json.JSONDecodeError as exc:
-            raise BoneKitError(f"{path}: not valid JSON ({exc}).") from exc
-        config = cls.from_dict(d)
+        config = cls.from_dict(read_json(path, "training configuration", "see `bonekit sr example-config`"))
         # relative paths in the file are relative to the file
         base = path.parent
-        config.out = str(_rel(base, config.out))
+        config.out = str(relative_to(base, config.out))
         for entry in config.data.hr + config.data.validation + config.data.pairs:
             for key in ("path", "lr", "hr"):
                 if isinstance(entry, dict) and isinstance(entry.get(key), str):
-                    entry[key] = str(_rel(base, entry[key]))
+                    entry[key] = str(relative_to(base, entry[key]))
         for key in ("root", "arrays"):
             if getattr(config.data, key):
-                setattr(config.data, key, str(_rel(base, getattr(config.data, key))))
+                setattr(config.data, key, str(relative_to(base, getattr(config.data, key))))
         if config.train.vgg_weights:
-            config.train.vgg_weights = str(_rel(base, config.train.vgg_weights))
+            config.train.vgg_weights = str(relative_to(base, config.train.vgg_weights))
         return config
 
     def validate(self) -> None:
@@ -180,11 +163,6 @@ def _preset(cls, value, what):
             raise BoneKitError(f"model.{what} '{value}': use 'light', 'paper' or a dictionary of settings.")
         return getattr(cls, value)()
     return cls.from_dict(value)
-
-
-def _rel(base: Path, p) -> Path:
-    p = Path(p).expanduser()
-    return p if p.is_absolute() else base / p
 
 
 def _known(d: Any, cls, what: str) -> dict:
@@ -299,17 +277,7 @@ def schedule(config: TrainConfig) -> list[Phase]:
 
 def learning_rate(config: TrainConfig, phase: Phase, epoch: int) -> float:
     """pix2pixHD: constant, then linear decay to 0 over the last ``decay_epochs`` of the phase."""
-    t = config.train
-    decay = min(t.decay_epochs, phase.epochs)
-    steady = phase.epochs - decay
-    if epoch < steady or decay == 0:
-        return t.lr
-    return t.lr * (1.0 - (epoch - steady + 1) / (decay + 1))
-
-
-def batch_order(seed: int, phase: int, epoch: int, n: int) -> np.ndarray:
-    """The shuffled patch order of one epoch: a pure function of its arguments."""
-    return np.random.default_rng([seed, phase, epoch]).permutation(n)
+    return linear_decay(config.train.lr, phase.epochs, config.train.decay_epochs, epoch)
 
 
 def augment(x: np.ndarray, y: np.ndarray, seed: int, phase: int, epoch: int, batch: int):
@@ -339,7 +307,7 @@ class Trainer:
         self.out = Path(config.out).expanduser()
         self.progress = progress or (lambda f, m: None)
         self.log = log or (lambda m: None)
-        self.rank, self.world, local = _distributed()
+        self.rank, self.world, local = distributed()
         dev = device or config.train.device
         if self.world > 1 and torch.cuda.is_available():
             dev = f"cuda:{local}"
@@ -537,13 +505,13 @@ class Trainer:
                 loss_vgg = vgg(fake.float(), yb) * t.lambda_vgg if vgg is not None else zero
                 loss_g = loss_gan + loss_fm + loss_l1 + loss_vgg
             optG.zero_grad(set_to_none=True)
-            _step(loss_g, optG, scaler)
+            step(loss_g, optG, scaler)
             with torch.autocast(self.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
                 d_fake = gan(Dp(torch.cat([xb, fake.detach()], 1)), False)
                 d_real = gan(Dp(torch.cat([xb, yb], 1)), True)
                 loss_d = 0.5 * (d_fake + d_real)
             optD.zero_grad(set_to_none=True)
-            _step(loss_d, optD, scaler)
+            step(loss_d, optD, scaler)
             if scaler is not None:
                 scaler.update()
             for k, v in (("G_GAN", loss_gan), ("G_FM", loss_fm), ("G_L1", loss_l1), ("G_VGG", loss_vgg),
@@ -570,7 +538,7 @@ class Trainer:
 
         if self.rank != 0:
             return
-        from ..io import atomic_path
+        from ..training import save_checkpoint
 
         payload = {"format": CHECKPOINT_FORMAT, "version": 1, "config": self.config.to_dict(),
                    "phase": phase, "epoch": epoch, "batch": batch, "history": self.history,
@@ -579,34 +547,11 @@ class Trainer:
                    "optG": optG.state_dict() if optG is not None else None,
                    "optD": optD.state_dict() if optD is not None else None,
                    "scaler": scaler.state_dict() if scaler is not None else None, "sums": dict(sums or {})}
-        with atomic_path(self.checkpoint_path, ".pt") as tmp:
-            torch.save(payload, tmp)
+        save_checkpoint(self.checkpoint_path, payload)
 
     def export(self, G, path) -> Path:
         """Write the generator as a model file (:mod:`bonekit.sr.model`)."""
         return export_model(self.config, G, path, self.history)
-
-
-def _step(loss, opt, scaler) -> None:
-    if scaler is None:
-        loss.backward()
-        opt.step()
-    else:
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-
-
-def _distributed() -> tuple[int, int, int]:
-    """(rank, world size, local rank); initialises torch.distributed under torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    import torch
-    import torch.distributed as dist
-
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return dist.get_rank(), world, int(os.environ.get("LOCAL_RANK", "0"))
 
 
 def _global_part(local_config):
