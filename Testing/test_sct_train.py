@@ -189,3 +189,22 @@ def test_sct_commands(trained, small_phantom, tmp_path, capsys):
     assert not (tmp_path / "x.nrrd").exists()
     err = capsys.readouterr().err
     assert "--lateral is missing" in err and "--ct needs --mask" in err and "SyntheticCT model" in err
+
+
+def test_inference_from_real_radiograph_files(trained, shared_data, tmp_path):
+    """Real DICOM CR files in (the WG04 chest PA, JPEG-LS, MONOCHROME1, no pixel spacing; the hip CR as a
+    stand-in lateral: no AP + lateral spine pair exists here), a volume with the model's geometry out."""
+    chest = shared_data / "xray" / "WG04_RG1_JLSN_chest_PA_CR.dcm"
+    hip = shared_data / "xray" / "WG04_RG2_UNC_hip_CR.dcm"
+    if not (chest.is_file() and hip.is_file()):
+        pytest.skip("the WG04 radiographs are not in shared/data/xray")
+    out, _ = trained
+    model = str(out / "model.pt")
+    args = ["sct", "infer", "--model", model, "--ap", str(chest), "--lateral", str(hip), "--out",
+            str(tmp_path / "sct.nrrd"), "--device", "cpu"]
+    assert main(args) == 2                                   # the chest film has no pixel spacing
+    assert main(args + ["--pixel", "0.175"]) == 0            # given: both files are read, rescaled, run
+    sct = read_volume(tmp_path / "sct.nrrd")
+    assert sct.shape == (32, 32, 32)
+    np.testing.assert_allclose(sct.spacing, 8.0, rtol=1e-6)
+    np.testing.assert_allclose(sct.index_to_physical([15.5] * 3), 0, atol=1e-6)
