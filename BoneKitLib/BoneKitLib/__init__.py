@@ -15,6 +15,7 @@ Example (Slicer's Python console)::
 from .display import COLORMAPS, colorTableNode, showColorLegend, showOverlay, showTable
 from .growcut import vtkGrowCut
 from .cancellable import CancellableRunMixin
+from .coreprocess import CoreProcessLogic
 from .gui import ParameterNodeWidgetMixin, reloadPackages
 from .inputs import (CTInputLogic, CTSummary, ProcessingCancelled, ProgressCallback, checkHounsfieldUnits,
                      ctSummaryTable, ctVolumeFromNode, loadCalibration, reportProgress, summarizeCT)
@@ -41,4 +42,6 @@ __all__ = [
     "ProgressCallback", "reportProgress", "loadCalibration", "CTInputLogic",
     # samples and GUI plumbing
     "smallSpinePhantom", "ParameterNodeWidgetMixin", "CancellableRunMixin", "reloadPackages",
+    # running the core in a child process (deep-learning modules)
+    "CoreProcessLogic",
 ]
