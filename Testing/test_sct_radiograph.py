@@ -381,3 +381,21 @@ def test_padding_uses_the_low_value_and_downsampling_does_not_alias():
     assert out.step[0] == pytest.approx(ISO / 0.2)
     inside = out.image[10:-10, 10:-10]                     # the board is 600 x 600, 128 x 96 pixels cover ~640
     assert abs(inside.mean() - 0.5) < 0.02 and inside.std() < 0.05
+
+
+def test_one_slice_volume_files_are_radiographs(tmp_path):
+    """A DRR written by `bonekit drr` (one-slice NRRD) reads back with its pixel size; a CT is refused."""
+    from bonekit.io import write_volume
+    from bonekit.sct.drr import DRR, DetectorGeometry, VIEWS
+    from bonekit.volume import Volume
+
+    image = np.arange(12 * 10, dtype=np.float32).reshape(12, 10)
+    g = DetectorGeometry(rows=12, columns=10, pixel=(1.5, 1.25))
+    write_volume(DRR(image, VIEWS["ap"], g, np.zeros(3)).to_volume(), tmp_path / "drr_ap.nrrd")
+    r = read_radiograph(tmp_path / "drr_ap.nrrd", view="ap")
+    np.testing.assert_array_equal(r.image, image)
+    assert r.pixel == pytest.approx((1.5, 1.25)) and r.view == "ap"
+    assert read_radiograph(tmp_path / "drr_ap.nrrd", pixel_mm=0.5).pixel == (0.5, 0.5)
+    write_volume(Volume(np.zeros((3, 4, 5), np.float32)), tmp_path / "ct.nrrd")
+    with pytest.raises(BoneKitError, match="not a CT volume"):
+        read_radiograph(tmp_path / "ct.nrrd")

@@ -38,6 +38,8 @@ RADIOGRAPH_MODALITIES = ("CR", "DX", "RG")
 
 #: File types read with PIL (their pixel size must be given).
 PLAIN_IMAGE_SUFFIXES = (".png", ".tif", ".tiff", ".jpg", ".jpeg")
+#: One-slice volume files (e.g. ``bonekit drr`` output, or a radiograph node saved from Slicer).
+VOLUME_SUFFIXES = (".nrrd", ".nii", ".nii.gz", ".mha", ".mhd")
 
 #: DICOM ViewPosition (0018,5101) -> BoneKit view. "LL" is a left lateral (the left side against the
 #: detector, the beam running from right to left: BoneKit's ``lat``), "RL" a right lateral.
@@ -169,6 +171,8 @@ def read_radiograph(path, *, pixel_mm: float | Sequence[float] | None = None,
         raise BoneKitError(f"{path}: no such file. Give the path of a radiograph (DICOM, PNG, TIFF or JPEG).")
     override = None if pixel_mm is None else _pixel_pair(pixel_mm, "pixel_mm")
     wanted = None if view is None else _view_name(view)
+    if path.name.lower().endswith(VOLUME_SUFFIXES):
+        return _read_volume_file(path, override, wanted)
     kind = _sniff(path)
     if kind == "dicom" or (kind is None and path.suffix.lower() not in PLAIN_IMAGE_SUFFIXES):
         try:
@@ -351,6 +355,28 @@ def _read_plain(path: Path, override, wanted) -> Radiograph:
             "orientation_known": False, "spacing_source": "pixel_mm argument", "spacing_plane": "detector",
             "view_source": "argument" if wanted else None}
     return Radiograph(array.astype(np.float32), override, wanted, info)
+
+
+def _read_volume_file(path: Path, override, wanted) -> Radiograph:
+    """A one-slice volume: its two long axes are (rows, columns) in array order; pixel size from the header."""
+    from ..io import read_volume
+
+    volume = read_volume(path)
+    plane = [axis for axis, n in enumerate(volume.shape) if n > 1]            # array axes k, j, i
+    if len(plane) != 2:
+        raise BoneKitError(f"{path.name} has {' x '.join(map(str, volume.size))} voxels; a radiograph is one "
+                           "image (a single slice), not a CT volume.")
+    spacing = volume.spacing_kji[plane]
+    info = {"source": str(path), "format": "volume", "modality": volume.modality, "inverted": False,
+            "inversion": None, "flips": [], "PatientOrientation": None,
+            "orientation": "assumed: the slice is taken to be in BoneKit's orientation already (rows = the slower "
+                           "axis, superior at the top) with bone bright",
+            "orientation_known": False,
+            "spacing_source": "pixel_mm argument" if override else "volume header", "spacing_plane": "detector",
+            "view_source": "argument" if wanted else None}
+    pixel = override or (float(spacing[0]), float(spacing[1]))
+    return Radiograph(np.asarray(volume.array, np.float32).reshape([volume.shape[a] for a in plane]), pixel,
+                      wanted, info)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
