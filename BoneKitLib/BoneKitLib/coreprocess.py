@@ -25,7 +25,7 @@ import slicer
 
 from bonekit import BoneKitError
 
-from .inputs import ProcessingCancelled
+from .inputs import ProcessingCancelled, ProgressCallback, reportProgress
 
 __all__ = ["CoreProcessLogic"]
 
@@ -139,6 +139,26 @@ class CoreProcessLogic:
         process.wait()
 
     # ------------------------------------------------------------------ running
+    def startRun(self, progressCallback: ProgressCallback | None):
+        """Begin a run: refuse a second one, clear the cancel flag, and return ``(report, state)``.
+
+        ``report(fraction, message)`` forwards monotonic progress to ``progressCallback`` and raises
+        :class:`ProcessingCancelled` once :meth:`cancel` was called; ``state`` holds the last report.
+        """
+        if self._process is not None:
+            raise BoneKitError(f"A {self.processTitle} run is already in progress; wait for it or cancel it.")
+        self._cancelRequested = False
+        state = {"fraction": 0.0, "message": "Checking the inputs"}
+
+        def report(fraction: float, message: str) -> None:
+            self._checkCancel()
+            state["fraction"], state["message"] = max(state["fraction"], float(fraction)), message
+            reportProgress(progressCallback, state["fraction"], message)
+            self._checkCancel()
+
+        report(0.0, "Checking the inputs")
+        return report, state
+
     def runCore(self, arguments: Sequence[str], folder: Path, report, state: dict) -> None:
         """Run the child, forward its progress, raise its error; the child never outlives this call."""
         start, stop = self.childProgressRange

@@ -279,18 +279,7 @@ class BoneSRLibLogic(CTInputLogic, CoreProcessLogic):
         """
         from bonekit.io import read_volume, write_volume
 
-        if self._process is not None:
-            raise BoneKitError("A super-resolution run is already in progress; wait for it or cancel it.")
-        self._cancelRequested = False
-        state = {"fraction": 0.0, "message": "Checking the inputs"}
-
-        def report(fraction: float, message: str) -> None:
-            self._checkCancel()
-            state["fraction"], state["message"] = max(state["fraction"], float(fraction)), message
-            reportProgress(progressCallback, state["fraction"], message)
-            self._checkCancel()
-
-        report(0.0, "Checking the inputs")
+        report, state = self.startRun(progressCallback)
         if outputVolumeNode is not None:
             if outputVolumeNode is inputVolumeNode:
                 raise BoneKitError(f"'{inputVolumeNode.GetName()}' is chosen both as the input and as the output; "

@@ -1,5 +1,5 @@
 """Qt-free logic of the SyntheticCT module."""
 
-from .Logic import RadiographSummary, SyntheticCTLibLogic
+from .Logic import BONE_OPACITY_HU, DEVICES, RadiographSummary, SyntheticCTLibLogic, SyntheticCTOutputs
 
-__all__ = ["SyntheticCTLibLogic", "RadiographSummary"]
+__all__ = ["SyntheticCTLibLogic", "SyntheticCTOutputs", "RadiographSummary", "DEVICES", "BONE_OPACITY_HU"]
