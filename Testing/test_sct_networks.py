@@ -117,7 +117,8 @@ def test_discriminator_and_losses():
     # mean |v| projections: along D the slab adds 0.5 * 4/32; along H and W it adds 0.5 to 4 of 32 rows
     expected = (0.5 * 4 / 32 + 2 * 0.5 * 4 / 32) / 3
     assert terms["projection"] == pytest.approx(expected, rel=1e-4)
-    assert float(terms["total"]) == pytest.approx(float(10 * terms["reconstruction"] + 10 * terms["projection"]), rel=1e-5)
+    expected_total = float(10 * terms["reconstruction"] + 10 * terms["projection"])
+    assert float(terms["total"]) == pytest.approx(expected_total, rel=1e-5)
     d_loss = loss.discriminator(torch.ones_like(score), torch.zeros_like(score))
     assert d_loss == 0
     proj = mean_projections(torch.ones(1, 1, 2, 3, 4))

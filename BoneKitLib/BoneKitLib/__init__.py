@@ -23,11 +23,11 @@ from .samples import smallSpinePhantom
 from .segmentations import (LABEL_VALUE_TAG, ensureConverterRules, labelmapToSegmentation, segmentationToLabelmap,
                             segmentLabelValues)
 from .tables import addResultColumns, resultsFromTable, resultsToTable
-from .volumes import ijkToRASMatrix, setIJKToRASMatrix, volumeFromNode, volumeToNode
+from .volumes import ijkToRASMatrix, setIJKToRASMatrix, setNodeAttributes, volumeFromNode, volumeToNode
 
 __all__ = [
     # volumes
-    "volumeToNode", "volumeFromNode", "ijkToRASMatrix", "setIJKToRASMatrix",
+    "volumeToNode", "volumeFromNode", "ijkToRASMatrix", "setIJKToRASMatrix", "setNodeAttributes",
     # segmentations
     "labelmapToSegmentation", "segmentationToLabelmap", "segmentLabelValues", "ensureConverterRules",
     "LABEL_VALUE_TAG",

@@ -234,3 +234,13 @@ def _setOptionalAttribute(node, key: str, value: Any) -> None:
         node.RemoveAttribute(key)
     else:
         node.SetAttribute(key, str(value))
+
+
+def setNodeAttributes(node, attributes: dict) -> None:
+    """Set each attribute as text; a value of None removes the attribute (a re-used output node keeps no
+    stale provenance)."""
+    for key, value in attributes.items():
+        if value is None:
+            node.RemoveAttribute(key)
+        else:
+            node.SetAttribute(key, str(value))

@@ -31,8 +31,8 @@ import slicer
 
 from bonekit import BoneKitError, Volume, orientation_code
 
-from BoneKitLib import (CoreProcessLogic, CTInputLogic, ProcessingCancelled, ProgressCallback, reportProgress, segmentationToLabelmap,
-                        volumeFromNode, volumeToNode)
+from BoneKitLib import (CoreProcessLogic, CTInputLogic, ProcessingCancelled, ProgressCallback, reportProgress,
+                        segmentationToLabelmap, setNodeAttributes, volumeFromNode, volumeToNode)
 
 __all__ = ["BoneSRLibLogic", "BoneSROutputs", "ProcessingCancelled", "DEVICES", "PRECISIONS", "FROM_FILE",
            "MODEL_ATTRIBUTE", "MODEL_FILE_ATTRIBUTE", "DEVICE_ATTRIBUTE", "PRECISION_ATTRIBUTE", "SCALE_ATTRIBUTE",
@@ -327,11 +327,7 @@ class BoneSRLibLogic(CTInputLogic, CoreProcessLogic):
             CREATED_ATTRIBUTE: datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
             INPUT_ATTRIBUTE: inputVolumeNode.GetID(), FALLBACKS_ATTRIBUTE: json.dumps(summary.get("fallbacks", [])),
         }
-        for key, value in attributes.items():
-            if value is None:
-                node.RemoveAttribute(key)
-            else:
-                node.SetAttribute(key, str(value))
+        setNodeAttributes(node, attributes)
         if showResult:
             self.showVolume(node)
         reportProgress(progressCallback, 1.0, "Done")

@@ -30,8 +30,8 @@ import slicer
 from bonekit import BoneKitError
 from bonekit.results import Result, quantity
 
-from BoneKitLib import (CoreProcessLogic, ProgressCallback, reportProgress, resultsToTable, segmentationToLabelmap,
-                        volumeFromNode, volumeToNode)
+from BoneKitLib import (CoreProcessLogic, ProgressCallback, ctVolumeFromNode, reportProgress, resultsToTable,
+                        segmentationToLabelmap, setNodeAttributes, volumeFromNode, volumeToNode)
 
 __all__ = ["SyntheticCTLibLogic", "SyntheticCTOutputs", "RadiographSummary", "DEVICES", "BONE_OPACITY_HU"]
 
@@ -174,8 +174,6 @@ class SyntheticCTLibLogic(CoreProcessLogic):
         (a segmentation, or a label map volume), as the model was trained."""
         from bonekit.io import write_volume
 
-        from BoneKitLib import ctVolumeFromNode
-
         if ctNode is None:
             raise BoneKitError("No CT selected.")
         if labelsNode is None:
@@ -220,13 +218,11 @@ class SyntheticCTLibLogic(CoreProcessLogic):
         volume.modality, volume.units = "CT", "HU"
         node = volumeToNode(volume, outputVolumeNode if outputVolumeNode is not None else source.GetScene(),
                             name=None if outputVolumeNode is not None else name)
-        for key, value in {"SyntheticCT.model": summary.get("model", str(model)),
-                           "SyntheticCT.device": summary.get("device"), "SyntheticCT.seconds": summary.get("seconds"),
-                           "SyntheticCT.input": source.GetID(),
-                           "SyntheticCT.created": datetime.datetime.now(datetime.timezone.utc).isoformat(
-                               timespec="seconds")}.items():
-            if value is not None:
-                node.SetAttribute(key, str(value))
+        setNodeAttributes(node, {"SyntheticCT.model": summary.get("model", str(model)),
+                                 "SyntheticCT.device": summary.get("device"),
+                                 "SyntheticCT.seconds": summary.get("seconds"), "SyntheticCT.input": source.GetID(),
+                                 "SyntheticCT.created": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                                     timespec="seconds")})
         if showResult:
             self.showBoneRendering(node)
         reportProgress(progressCallback, 1.0, "Done")

@@ -18,7 +18,7 @@ from ..progress import ProgressCallback
 from ..volume import Volume
 from .data import from_network, resize, to_network
 from .drr import compute_drr
-from .prepare import cube_affine, prepare_case, unwindow, window
+from .prepare import cube_affine, prepare_case, unwindow
 from .radiograph import Radiograph, normalise, resample_to_detector
 
 
@@ -118,7 +118,7 @@ def from_ct(ct: Volume, labels: Volume, model, *, device: str = "auto",
         progress(0.05, "Making the DRRs")
     ap, lat = compute_drr(case.ct, ["ap", "lat"], geometry=info.geometry, isocenter=case.centre, device="cpu")
     result = synthesize(ap.image, lat.image, model, centre=case.centre, device=device, progress=progress)
-    truth = resize(to_network(window(case.ct.array, info.prepare)), info.generator.size)
+    truth = resize(to_network(case.target.array), info.generator.size)     # the prepared, windowed target
     result.info["bone_kept_fraction"] = case.info.get("bone_kept_fraction")
     return result, truth
 
