@@ -20,7 +20,8 @@ slicer = pytest.importorskip("slicer")
 torch = pytest.importorskip("torch")
 
 from slicer_harness import REPOSITORY, slicer_app  # noqa: E402,F401  (pytest fixture)
-from test_slicer_module_selftests import loadModuleFile, slicerStandIns  # noqa: E402,F401  (Qt stand-ins)
+from test_slicer_module_selftests import (cancellableRunStandIns, loadModuleFile,  # noqa: E402,F401
+                                          slicerStandIns)  # Qt stand-ins
 
 from BoneKitLib import ijkToRASMatrix, labelmapToSegmentation, volumeFromNode, volumeToNode  # noqa: E402
 from BoneSRLib import FROM_FILE, BoneSRLibLogic, ProcessingCancelled  # noqa: E402
@@ -318,7 +319,6 @@ class FakeProgressBar:
 def test_widget_applies_cancels_and_reports_errors(slicer_app, slicerStandIns, monkeypatch, ctNode, modelFile):
     """The thin widget of BoneSR.py with the Qt parts stood in for: Apply runs the logic with the chosen model
     file and device, Cancel stops it, errors go to the error display, and the buttons follow the run."""
-    import contextlib
     import pathlib
     from types import SimpleNamespace
 
@@ -338,25 +338,7 @@ def test_widget_applies_cancels_and_reports_errors(slicer_app, slicerStandIns, m
     parameters.modelFile = modelFile
     widget.updateApplyButton()
     assert widget.ui.applyButton.enabled is True
-    states, errors, cancelAt = [], [], [None]
-
-    def processEvents():  # what Qt does while the progress bar updates: handle the clicks and events
-        widget.updateApplyButton()
-        states.append((widget.ui.applyButton.enabled, widget.ui.cancelButton.enabled))
-        if cancelAt[0] is not None and widget.ui.progressBar.value >= cancelAt[0]:
-            widget.onCancelButton()
-
-    @contextlib.contextmanager
-    def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
-        try:
-            yield
-        except Exception as error:
-            errors.append(f"{message} {error}")
-            raise
-
-    monkeypatch.setattr(slicer, "app", SimpleNamespace(processEvents=processEvents, layoutManager=lambda: None),
-                        raising=False)
-    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", tryWithErrorDisplay)
+    states, errors, cancelAt = cancellableRunStandIns(monkeypatch, widget)
 
     widget.onApplyButton()
     output = parameters.outputVolume

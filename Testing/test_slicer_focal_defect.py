@@ -13,7 +13,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 
 from slicer_harness import slicer_app  # noqa: E402,F401  (pytest fixture)
-from test_slicer_module_selftests import loadModuleFile, slicerStandIns  # noqa: E402,F401  (Qt stand-ins)
+from test_slicer_module_selftests import (cancellableRunStandIns, loadModuleFile,  # noqa: E402,F401
+                                          slicerStandIns)  # Qt stand-ins
 
 from BoneKitLib import (ensureConverterRules, ijkToRASMatrix, labelmapToSegmentation, resultsFromTable,  # noqa: E402
                         volumeFromNode, volumeToNode)
@@ -367,7 +368,6 @@ def test_widget_applies_cancels_and_reports_errors(slicer_app, slicerStandIns, m
     """The thin widget of FocalDefect.py with the Qt parts stood in for: Apply runs the logic with the
     parameters (the calibration path as the path widget gives it when empty), Cancel stops it cleanly,
     errors go to the error display, and the buttons follow the run."""
-    import contextlib
     import pathlib
     from types import SimpleNamespace
 
@@ -379,25 +379,7 @@ def test_widget_applies_cancels_and_reports_errors(slicer_app, slicerStandIns, m
     parameters = SimpleNamespace(inputVolume=ctNode, roiNode=roisNode, calibrationFile=pathlib.Path(""),
                                  outputTable=None)
     widget._parameterNode = parameters
-    states, errors, cancelAt = [], [], [None]
-
-    def processEvents():  # what Qt does while the progress bar updates: handle the clicks and events
-        widget.updateApplyButton()  # as a parameter-node change (another selection) would
-        states.append((widget.ui.applyButton.enabled, widget.ui.cancelButton.enabled))
-        if cancelAt[0] is not None and widget.ui.progressBar.value >= cancelAt[0]:
-            widget.onCancelButton()
-
-    @contextlib.contextmanager
-    def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
-        try:
-            yield
-        except Exception as error:
-            errors.append(f"{message} {error}")
-            raise
-
-    monkeypatch.setattr(slicer, "app", SimpleNamespace(processEvents=processEvents, layoutManager=lambda: None),
-                        raising=False)
-    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", tryWithErrorDisplay)
+    states, errors, cancelAt = cancellableRunStandIns(monkeypatch, widget)
 
     widget.onApplyButton()
     table = parameters.outputTable

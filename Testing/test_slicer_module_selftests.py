@@ -80,6 +80,39 @@ def slicerStandIns(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
 
 
+def cancellableRunStandIns(monkeypatch, widget):
+    """Qt's part of a widget's Apply/Cancel run (BoneKitLib.CancellableRunMixin), simulated.
+
+    While the run reports progress, ``slicer.app.processEvents`` records (Apply enabled, Cancel enabled)
+    in ``states`` and clicks Cancel once the progress bar reaches ``cancelAt[0]`` (None: never); the error
+    dialog records its messages in ``errors``. Returns ``(states, errors, cancelAt)``.
+    """
+    import contextlib
+
+    import slicer
+
+    states, errors, cancelAt = [], [], [None]
+
+    def processEvents():  # what Qt does while the progress bar updates: handle the clicks and events
+        widget.updateApplyButton()  # as a parameter-node change (another selection) would
+        states.append((widget.ui.applyButton.enabled, widget.ui.cancelButton.enabled))
+        if cancelAt[0] is not None and widget.ui.progressBar.value >= cancelAt[0]:
+            widget.onCancelButton()
+
+    @contextlib.contextmanager
+    def tryWithErrorDisplay(message=None, show=True, waitCursor=False):
+        try:
+            yield
+        except Exception as error:
+            errors.append(f"{message} {error}")
+            raise
+
+    monkeypatch.setattr(slicer, "app", types.SimpleNamespace(processEvents=processEvents, layoutManager=lambda: None),
+                        raising=False)
+    monkeypatch.setattr(slicer.util, "tryWithErrorDisplay", tryWithErrorDisplay)
+    return states, errors, cancelAt
+
+
 def loadModuleFile(name: str):
     spec = importlib.util.spec_from_file_location(f"bonekit_selftest_{name}", REPOSITORY / name / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
