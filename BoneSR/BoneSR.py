@@ -18,7 +18,7 @@ from slicer.parameterNodeWrapper import Choice, WithinRange, parameterNodeWrappe
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest, ScriptedLoadableModuleWidget)
 
-from BoneKitLib import CancellableRunMixin, ijkToRASMatrix, labelmapToSegmentation, volumeToNode
+from BoneKitLib import ModelRunMixin, ijkToRASMatrix, labelmapToSegmentation, volumeToNode
 from BoneSRLib import DEVICES, FROM_FILE, PRECISIONS, BoneSRLibLogic
 
 #: The model list of the module: the catalogue of shipped models (the first is the default), then a file.
@@ -79,44 +79,21 @@ class BoneSRParameterNode:
     outputVolume: vtkMRMLScalarVolumeNode
 
 
-class BoneSRWidget(CancellableRunMixin, ScriptedLoadableModuleWidget):
+class BoneSRWidget(ModelRunMixin, ScriptedLoadableModuleWidget):
     """Module panel: CT, ROI, model, device, output volume; Apply, Cancel and a progress bar."""
 
     requiredParameters = ("inputVolume",)
     defaultNodeClasses = {"inputVolume": "vtkMRMLScalarVolumeNode"}
+    modelFileHint = _("A BoneSR model file (.pt), e.g. exported with 'bonekit sr export'.")
 
     def __init__(self, parent=None) -> None:
-        CancellableRunMixin.__init__(self)  # first: without a parent, the base __init__ runs setup()
+        ModelRunMixin.__init__(self)  # first: without a parent, the base __init__ runs setup()
         ScriptedLoadableModuleWidget.__init__(self, parent)
 
     def setup(self) -> None:
         """Load Resources/UI/BoneSR.ui (slicer.util.loadUI, childWidgetVariables, setMRMLScene) and bind it."""
         ScriptedLoadableModuleWidget.setup(self)
         self.setupModuleUi(BoneSRLogic())
-
-    def chosenModel(self):
-        """The model to run: the catalogue name, or the file when "From file..." is chosen (None if unset)."""
-        parameters = self._parameterNode
-        if parameters is None:
-            return None
-        if parameters.model != FROM_FILE:
-            return parameters.model
-        path = str(parameters.modelFile or "").strip()
-        return path if path not in ("", ".") else None
-
-    def updateApplyButton(self, caller=None, event=None) -> None:
-        """Apply needs the CT and a model, and no run in progress; the model file and its description show
-        for the model chosen."""
-        super().updateApplyButton(caller, event)
-        if self._parameterNode is not None:
-            fromFile = self._parameterNode.model == FROM_FILE
-            self.ui.modelFileLabel.visible = self.ui.modelFilePathLineEdit.visible = fromFile
-            entry = next((e for e in self.logic.models() if e.get("name") == self._parameterNode.model), None)
-            self.ui.modelDescriptionLabel.text = (
-                f"{BoneSRLibLogic.modelLabel(entry)}. {entry.get('description', '')}".strip() if entry
-                else _("A BoneSR model file (.pt), e.g. exported with 'bonekit sr export'.") if fromFile else "")
-        if self.chosenModel() is None:
-            self.ui.applyButton.enabled = False
 
     def onApplyButton(self) -> None:
         """Run the logic on the selected nodes; errors are shown in a dialog, a cancel in the progress bar."""

@@ -193,10 +193,16 @@ def test_icons_are_128_pixel_pngs(path):
 # ----------------------------------------------------------------------------- .ui <-> .py
 @pytest.mark.parametrize("module", MODULES)
 def test_ui_widgets_used_by_the_widget_exist(module):
-    mixin = ast.parse((REPOSITORY / SHARED_LIB / SHARED_LIB / "gui.py").read_text())
-    used = selfUiNames(moduleAst(module)) | selfUiNames(mixin)
-    if "CancellableRunMixin" in (REPOSITORY / module / f"{module}.py").read_text():   # its Cancel button too
-        used |= selfUiNames(ast.parse((REPOSITORY / SHARED_LIB / SHARED_LIB / "cancellable.py").read_text()))
+    shared = {}   # widget mixins of the shared library: name -> (self.ui names, base names)
+    for file in ("gui.py", "cancellable.py"):
+        for cls in classes(ast.parse((REPOSITORY / SHARED_LIB / SHARED_LIB / file).read_text())).values():
+            shared[cls.name] = (selfUiNames(cls), [getattr(b, "id", None) for b in cls.bases])
+    widget = classes(moduleAst(module))[f"{module}Widget"]
+    used, bases = selfUiNames(moduleAst(module)), [getattr(b, "id", None) for b in widget.bases]
+    while bases:
+        names, more = shared.get(bases.pop(), (set(), []))
+        used |= names
+        bases += more
     assert {"applyButton", "progressBar"} <= used
     assert used <= uiWidgetNames(module)
 

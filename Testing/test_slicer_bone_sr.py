@@ -20,8 +20,8 @@ slicer = pytest.importorskip("slicer")
 torch = pytest.importorskip("torch")
 
 from slicer_harness import REPOSITORY, slicer_app  # noqa: E402,F401  (pytest fixture)
-from test_slicer_module_selftests import (cancellableRunStandIns, loadModuleFile,  # noqa: E402,F401
-                                          slicerStandIns)  # Qt stand-ins
+from test_slicer_module_selftests import (FakeProgressBar, cancellableRunStandIns,  # noqa: E402,F401
+                                          loadModuleFile, slicerStandIns)  # Qt stand-ins
 
 from BoneKitLib import ijkToRASMatrix, labelmapToSegmentation, volumeFromNode, volumeToNode  # noqa: E402
 from BoneSRLib import FROM_FILE, BoneSRLibLogic, ProcessingCancelled  # noqa: E402
@@ -289,14 +289,14 @@ def test_bad_input_is_refused_before_anything_runs(slicer_app, ct, ctNode, logic
 def test_models_come_from_the_catalogue(monkeypatch, modelFile):
     import hashlib
 
-    from bonekit.sr import model as srmodel
+    import bonekit.models as catalogue
 
     logic = BoneSRLibLogic()
-    assert logic.models() == srmodel.catalogue()
+    assert logic.models() == catalogue.catalogue("sr")
     entry = {"name": "bonesr-test-x2", "file": modelFile.name, "sha256": hashlib.sha256(modelFile.read_bytes())
              .hexdigest(), "scale": 2, "lr_spacing_mm": 0.5, "hr_spacing_mm": 0.25, "description": "tiny"}
-    monkeypatch.setattr(srmodel, "catalogue", lambda: [entry])
-    monkeypatch.setattr(srmodel, "models_dir", lambda: modelFile.parent)
+    monkeypatch.setattr(catalogue, "catalogue", lambda kind=None: [entry])
+    monkeypatch.setattr(catalogue, "models_dir", lambda: modelFile.parent)
     assert logic.models() == [entry] and logic.models()[0] is not entry
     assert logic.modelLabel(entry) == "bonesr-test-x2 (x2: 0.5 mm -> 0.25 mm)"
     assert logic.resolveModel("demo") == modelFile and logic.resolveModel("bonesr-test-x2") == modelFile
@@ -308,14 +308,6 @@ def test_models_come_from_the_catalogue(monkeypatch, modelFile):
 
 
 # ----------------------------------------------------------------------------- widget (Qt stood in for)
-class FakeProgressBar:
-    def __init__(self):
-        self.value, self.visible, self.format = 0, False, ""
-
-    def setFormat(self, text):
-        self.format = text
-
-
 def test_widget_applies_cancels_and_reports_errors(slicer_app, slicerStandIns, monkeypatch, ctNode, modelFile):
     """The thin widget of BoneSR.py with the Qt parts stood in for: Apply runs the logic with the chosen model
     file and device, Cancel stops it, errors go to the error display, and the buttons follow the run."""

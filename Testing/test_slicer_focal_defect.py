@@ -13,8 +13,8 @@ import pytest
 slicer = pytest.importorskip("slicer")
 
 from slicer_harness import slicer_app  # noqa: E402,F401  (pytest fixture)
-from test_slicer_module_selftests import (cancellableRunStandIns, loadModuleFile,  # noqa: E402,F401
-                                          slicerStandIns)  # Qt stand-ins
+from test_slicer_module_selftests import (FakeProgressBar, cancellableRunStandIns,  # noqa: E402,F401
+                                          loadModuleFile, slicerStandIns)  # Qt stand-ins
 
 from BoneKitLib import (ensureConverterRules, ijkToRASMatrix, labelmapToSegmentation, resultsFromTable,  # noqa: E402
                         volumeFromNode, volumeToNode)
@@ -356,14 +356,6 @@ def test_the_sample_phantom_is_what_its_docstring_says(focal):
 
 
 # ----------------------------------------------------------------------------- widget (Qt stood in for)
-class FakeProgressBar:
-    def __init__(self):
-        self.value, self.visible, self.format = 0, False, ""
-
-    def setFormat(self, text):
-        self.format = text
-
-
 def test_widget_applies_cancels_and_reports_errors(slicer_app, slicerStandIns, monkeypatch, ctNode, roisNode):
     """The thin widget of FocalDefect.py with the Qt parts stood in for: Apply runs the logic with the
     parameters (the calibration path as the path widget gives it when empty), Cancel stops it cleanly,

@@ -80,6 +80,16 @@ def slicerStandIns(monkeypatch):
         monkeypatch.setitem(sys.modules, name, module)
 
 
+class FakeProgressBar:
+    """A QProgressBar's value, visibility and format."""
+
+    def __init__(self):
+        self.value, self.visible, self.format = 0, False, ""
+
+    def setFormat(self, text):
+        self.format = text
+
+
 def cancellableRunStandIns(monkeypatch, widget):
     """Qt's part of a widget's Apply/Cancel run (BoneKitLib.CancellableRunMixin), simulated.
 
@@ -132,6 +142,10 @@ def test_module_self_test_passes(slicer_app, slicerStandIns, name):
         torch = pytest.importorskip("torch")  # noqa: F841  (the self-test skips its run without it)
         names = [n.GetName() for n in slicer_app.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")]
         assert names.count("CT SR x2") == 2
+    elif name == "SyntheticCT":  # two synthetic CTs: from the CT's DRRs and from the two radiograph nodes
+        torch = pytest.importorskip("torch")  # noqa: F841
+        names = [n.GetName() for n in slicer_app.scene.GetNodesByClass("vtkMRMLScalarVolumeNode")]
+        assert names.count("CT sCT") == 1 and names.count("AP sCT") == 1
     else:
         assert slicer_app.scene.GetNumberOfNodesByClass("vtkMRMLTableNode") == 1
 

@@ -14,9 +14,11 @@ slicer = pytest.importorskip("slicer")
 torch = pytest.importorskip("torch")
 
 from slicer_harness import phantom, slicer_app  # noqa: E402,F401  (pytest fixtures)
+from test_slicer_module_selftests import (FakeProgressBar, cancellableRunStandIns,  # noqa: E402,F401
+                                          loadModuleFile, slicerStandIns)  # Qt stand-ins
 
 from BoneKitLib import ijkToRASMatrix, volumeToNode  # noqa: E402
-from SyntheticCTLib import BONE_OPACITY_HU, SyntheticCTLibLogic  # noqa: E402
+from SyntheticCTLib import BONE_OPACITY_HU, FROM_FILE, SyntheticCTLibLogic  # noqa: E402
 from bonekit import BoneKitError  # noqa: E402
 from bonekit.sct.data import training_geometry  # noqa: E402
 from bonekit.sct.drr import compute_drr  # noqa: E402
@@ -106,3 +108,65 @@ def test_bone_volume_rendering(slicer_app, phantom):
     assert opacity.GetValue(0.0) == 0 and opacity.GetValue(100.0) == 0          # soft tissue hidden
     assert opacity.GetValue(700.0) > 0.6 and display.GetVisibility()
     assert opacity.GetSize() == len(BONE_OPACITY_HU)
+
+
+def test_models_come_from_the_catalogue(monkeypatch, modelFile, logic):
+    import hashlib
+
+    import bonekit.models as catalogue
+
+    assert logic.models() == catalogue.catalogue("sct")
+    entry = {"name": "sct-test", "kind": "sct", "file": modelFile.name, "size": 32, "spacing_mm": 8.0,
+             "sha256": hashlib.sha256(modelFile.read_bytes()).hexdigest(), "description": "tiny"}
+    monkeypatch.setattr(catalogue, "catalogue", lambda kind=None: [entry] if kind in (None, "sct") else [])
+    monkeypatch.setattr(catalogue, "models_dir", lambda: modelFile.parent)
+    assert logic.models() == [entry] and logic.modelLabel(entry) == "sct-test (32^3 voxels of 8 mm)"
+    assert logic.resolveModel("demo") == modelFile and logic.resolveModel("sct-test") == modelFile
+    with pytest.raises(BoneKitError, match="No model chosen: pick a model of the catalogue, or a SyntheticCT"):
+        logic.resolveModel(FROM_FILE)
+
+
+# ----------------------------------------------------------------------------- widget (Qt stood in for)
+def test_widget_follows_the_source_applies_and_cancels(slicer_app, slicerStandIns, monkeypatch, phantom, modelFile):
+    """The thin widget of SyntheticCT.py with the Qt parts stood in for: the source chooses the rows shown and
+    the inputs Apply needs; Apply runs the logic with the chosen model file and device; Cancel writes nothing."""
+    import pathlib
+    from types import SimpleNamespace
+
+    module = loadModuleFile("SyntheticCT")
+    assert module.MODEL_CHOICES[-1] == FROM_FILE
+    widget = module.SyntheticCTWidget()
+    shown = lambda: SimpleNamespace(visible=False)  # noqa: E731
+    widget.ui = SimpleNamespace(applyButton=SimpleNamespace(enabled=True), cancelButton=SimpleNamespace(enabled=False),
+                                progressBar=FakeProgressBar(), modelFileLabel=shown(), modelFilePathLineEdit=shown(),
+                                modelDescriptionLabel=SimpleNamespace(text=""), ctWidget=shown(),
+                                radiographsWidget=shown())
+    widget.logic = module.SyntheticCTLogic()
+    ctNode = volumeToNode(phantom.ct, slicer_app.scene, name="CT")
+    parameters = SimpleNamespace(source=module.FROM_RADIOGRAPHS, apRadiograph=None, lateralRadiograph=None,
+                                 pixelSpacing=0.0, magnification=0.0, inputVolume=ctNode, labelsNode=None,
+                                 model=FROM_FILE, modelFile=pathlib.Path(str(modelFile)), device="cpu",
+                                 outputVolume=None)
+    widget._parameterNode = parameters
+    widget.updateApplyButton()
+    assert widget.ui.applyButton.enabled is False and widget.ui.radiographsWidget.visible
+    assert not widget.ui.ctWidget.visible and widget.ui.modelFilePathLineEdit.visible
+    parameters.source = module.FROM_CT
+    widget.updateApplyButton()
+    assert widget.ui.applyButton.enabled is False and widget.ui.ctWidget.visible  # no labels yet
+    parameters.labelsNode = volumeToNode(phantom.labels, slicer_app.scene, name="Vertebrae", labelmap=True)
+    widget.updateApplyButton()
+    assert widget.ui.applyButton.enabled is True
+    states, errors, cancelAt = cancellableRunStandIns(monkeypatch, widget)
+
+    widget.onApplyButton()
+    output = parameters.outputVolume
+    assert output is not None and output.GetName() == "CT sCT" and output.GetAttribute("SyntheticCT.device") == "cpu"
+    assert states and all(state == (False, True) for state in states)
+    assert (widget.ui.applyButton.enabled, widget.ui.cancelButton.enabled) == (True, False) and not errors
+
+    before = slicer_app.scene.GetNumberOfNodes()
+    cancelAt[0] = 0
+    widget.onApplyButton()
+    assert widget.ui.progressBar.format == "Cancelled: nothing was written"
+    assert slicer_app.scene.GetNumberOfNodes() == before and parameters.outputVolume is output and not errors

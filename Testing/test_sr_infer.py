@@ -294,7 +294,7 @@ def test_cli_simulate_and_evaluate(tmp_path, capsys):
 
 
 def test_cli_models_lists_the_catalogue(capsys):
-    from bonekit.sr.model import catalogue
+    from bonekit.models import catalogue
 
     assert main(["sr", "models", "--json"]) == 0
-    assert json.loads(capsys.readouterr().out) == catalogue()
+    assert json.loads(capsys.readouterr().out) == catalogue("sr")

@@ -54,7 +54,8 @@ def main() -> None:
     from bonekit.sr import degrade
     from bonekit.sr.evaluate import evaluate_volumes
     from bonekit.sr.infer import super_resolve, upsample
-    from bonekit.sr.model import load_model, resolve_model
+    from bonekit.models import resolve_model
+    from bonekit.sr.model import load_model
     from bonekit.sr.train import train
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -65,7 +66,7 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the full report here")
     args = parser.parse_args()
 
-    model_path = resolve_model(args.model)
+    model_path = resolve_model(args.model, "sr")
     if args.train:
         train(config(args.data, args.train), log=print)
         model_path = args.train / "model.pt"

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from bonekit.sr.infer import _Runner
-from bonekit.sr.model import load_model, resolve_model
+from bonekit.models import resolve_model
+from bonekit.sr.model import load_model
 from bonekit.sr.networks import size_multiple
 
 
@@ -58,7 +59,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    info, net = load_model(resolve_model(args.model))
+    info, net = load_model(resolve_model(args.model, "sr"))
     multiple = size_multiple(info.generator_config())
     rng = np.random.default_rng(0)
     x = np.tanh(rng.standard_normal((args.slices, args.size, args.size))).astype(np.float32)

@@ -106,6 +106,15 @@ def print_or_write_config(config: dict, out: str | None) -> int:
     return 0
 
 
+def print_models(kind: str, as_json: bool, describe) -> int:
+    """``bonekit sr|sct models``: the catalogue's models of ``kind``, as JSON or one ``describe(entry)`` line each."""
+    from .models import catalogue
+
+    entries = catalogue(kind)
+    print(json.dumps(entries, indent=2) if as_json else "\n".join(describe(e) for e in entries))
+    return 0
+
+
 def _output_dir(path: str) -> Path:
     out = Path(path).expanduser()
     if out.exists() and not out.is_dir():

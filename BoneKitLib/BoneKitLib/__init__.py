@@ -14,8 +14,8 @@ Example (Slicer's Python console)::
 
 from .display import COLORMAPS, colorTableNode, showColorLegend, showOverlay, showTable
 from .growcut import vtkGrowCut
-from .cancellable import CancellableRunMixin
-from .coreprocess import CoreProcessLogic
+from .cancellable import CancellableRunMixin, ModelRunMixin
+from .coreprocess import DEVICES, FROM_FILE, CoreProcessLogic
 from .gui import ParameterNodeWidgetMixin, reloadPackages
 from .inputs import (CTInputLogic, CTSummary, ProcessingCancelled, ProgressCallback, checkHounsfieldUnits,
                      ctSummaryTable, ctVolumeFromNode, loadCalibration, reportProgress, summarizeCT)
@@ -41,7 +41,7 @@ __all__ = [
     "ctVolumeFromNode", "checkHounsfieldUnits", "ProcessingCancelled", "CTSummary", "summarizeCT", "ctSummaryTable",
     "ProgressCallback", "reportProgress", "loadCalibration", "CTInputLogic",
     # samples and GUI plumbing
-    "smallSpinePhantom", "ParameterNodeWidgetMixin", "CancellableRunMixin", "reloadPackages",
+    "smallSpinePhantom", "ParameterNodeWidgetMixin", "CancellableRunMixin", "ModelRunMixin", "reloadPackages",
     # running the core in a child process (deep-learning modules)
-    "CoreProcessLogic",
+    "CoreProcessLogic", "DEVICES", "FROM_FILE",
 ]

@@ -13,7 +13,7 @@ import slicer
 from .gui import ParameterNodeWidgetMixin
 from .inputs import ProcessingCancelled
 
-__all__ = ["CancellableRunMixin"]
+__all__ = ["CancellableRunMixin", "ModelRunMixin"]
 
 
 class CancellableRunMixin(ParameterNodeWidgetMixin):
@@ -46,3 +46,42 @@ class CancellableRunMixin(ParameterNodeWidgetMixin):
             self._running = False
             self.ui.cancelButton.enabled = False
             self.updateApplyButton()
+
+
+class ModelRunMixin(CancellableRunMixin):
+    """:class:`CancellableRunMixin` for a network module: the model is a catalogue model or a file.
+
+    The parameter node has ``model`` (a catalogue name, or :data:`~BoneKitLib.coreprocess.FROM_FILE`) and
+    ``modelFile``; the .ui has ``modelFileLabel``, ``modelFilePathLineEdit`` (shown for "From file...") and
+    ``modelDescriptionLabel``. The logic is a :class:`~BoneKitLib.coreprocess.CoreProcessLogic`.
+    """
+
+    #: Shown under the model list when "From file..." is chosen (the widget sets it, translated).
+    modelFileHint = ""
+
+    def chosenModel(self):
+        """The model to run: the catalogue name, or the file when "From file..." is chosen (None if unset)."""
+        from .coreprocess import FROM_FILE
+
+        parameters = self._parameterNode
+        if parameters is None:
+            return None
+        if parameters.model != FROM_FILE:
+            return parameters.model
+        path = str(parameters.modelFile or "").strip()
+        return path if path not in ("", ".") else None
+
+    def updateApplyButton(self, caller=None, event=None) -> None:
+        """Apply also needs a model; the model file row and the model's description follow the choice."""
+        from .coreprocess import FROM_FILE
+
+        super().updateApplyButton(caller, event)
+        if self._parameterNode is not None:
+            fromFile = self._parameterNode.model == FROM_FILE
+            self.ui.modelFileLabel.visible = self.ui.modelFilePathLineEdit.visible = fromFile
+            entry = next((e for e in self.logic.models() if e.get("name") == self._parameterNode.model), None)
+            self.ui.modelDescriptionLabel.text = (
+                f"{self.logic.modelLabel(entry)}. {entry.get('description', '')}".strip() if entry
+                else self.modelFileHint if fromFile else "")
+        if self.chosenModel() is None:
+            self.ui.applyButton.enabled = False

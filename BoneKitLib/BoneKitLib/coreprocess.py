@@ -27,7 +27,12 @@ from bonekit import BoneKitError
 
 from .inputs import ProcessingCancelled, ProgressCallback, reportProgress
 
-__all__ = ["CoreProcessLogic"]
+__all__ = ["CoreProcessLogic", "DEVICES", "FROM_FILE"]
+
+#: Devices the network modules offer ("cuda:N" is accepted too).
+DEVICES = ("auto", "cuda", "cpu")
+#: The model choice that means "a model file the user picks" (a module's model list ends with it).
+FROM_FILE = "From file..."
 
 _PROGRESS = "PROGRESS "
 _ERROR = "bonekit: error: "
@@ -53,6 +58,10 @@ class CoreProcessLogic:
     temporaryDirectory: str | None = None
     #: Progress of the child's run is mapped onto this part of the callback's 0..1.
     childProgressRange = (0.05, 0.95)
+    #: Kind of the shipped models the child runs (:data:`bonekit.models.KINDS`: "sr", "sct").
+    modelKind: str | None = None
+    #: What a model file of this module is, for messages.
+    modelFileName = "model file (.pt)"
     #: Set by :meth:`cancel`, cleared when :meth:`process` starts (class defaults, so that no ``__init__``
     #: is needed alongside ``ScriptedLoadableModuleLogic``'s).
     _cancelRequested = False
@@ -97,6 +106,46 @@ class CoreProcessLogic:
         env["PYTHONUNBUFFERED"] = "1"
         env["PYTHONIOENCODING"] = "utf-8"
         return env
+
+    # ------------------------------------------------------------------ models and devices
+    def models(self) -> list[dict]:
+        """The catalogue of shipped models of :attr:`modelKind` (``bonekit.models``): one dict per model with
+        ``name``, ``file``, ``sha256``, ``card``, ``description`` ...; the first one is "demo"."""
+        from bonekit import models
+
+        return [dict(entry) for entry in models.catalogue(self.modelKind)]
+
+    @staticmethod
+    def modelLabel(entry: dict) -> str:
+        """One line naming a catalogue entry (modules add what matters for choosing it)."""
+        return str(entry.get("name", "?"))
+
+    def _noModel(self, model) -> bool:
+        return model is None or str(model).strip() in ("", ".", FROM_FILE)
+
+    def resolveModel(self, nameOrPath) -> Path:
+        """The model file of a catalogue name ("demo" = the first entry) or a path; a catalogue file is
+        checked against its SHA-256. Raises a :class:`BoneKitError` naming what is missing."""
+        from bonekit import models
+
+        if self._noModel(nameOrPath):
+            raise BoneKitError(f"No model chosen: pick a model of the catalogue, or a {self.modelFileName}.")
+        return models.resolve_model(str(nameOrPath).strip(), self.modelKind)
+
+    def modelArgument(self, model) -> str:
+        """``model`` for the child's ``--model``: a catalogue name as it is, a file made absolute."""
+        if self._noModel(model):
+            raise BoneKitError(f"No model chosen: pick a model of the catalogue, or a {self.modelFileName}.")
+        model = str(model).strip()
+        return str(Path(model).expanduser().resolve()) if Path(model).expanduser().exists() else model
+
+    @staticmethod
+    def deviceArgument(device) -> str:
+        """``device`` for the child's ``--device``: auto, cuda, cuda:N or cpu (checked)."""
+        device = str(device or "auto").strip().lower()
+        if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
+            raise BoneKitError(f"Unknown device '{device}': choose {', '.join(DEVICES)} (or cuda:N).")
+        return device
 
     # ------------------------------------------------------------------ progress and cancel
     def cancel(self) -> None:

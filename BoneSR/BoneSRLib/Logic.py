@@ -31,19 +31,15 @@ import slicer
 
 from bonekit import BoneKitError, Volume, orientation_code
 
-from BoneKitLib import (CoreProcessLogic, CTInputLogic, ProcessingCancelled, ProgressCallback, reportProgress,
+from BoneKitLib import (DEVICES, FROM_FILE, CoreProcessLogic, CTInputLogic, ProcessingCancelled, ProgressCallback, reportProgress,
                         segmentationToLabelmap, setNodeAttributes, volumeFromNode, volumeToNode)
 
 __all__ = ["BoneSRLibLogic", "BoneSROutputs", "ProcessingCancelled", "DEVICES", "PRECISIONS", "FROM_FILE",
            "MODEL_ATTRIBUTE", "MODEL_FILE_ATTRIBUTE", "DEVICE_ATTRIBUTE", "PRECISION_ATTRIBUTE", "SCALE_ATTRIBUTE",
            "SECONDS_ATTRIBUTE", "CREATED_ATTRIBUTE", "INPUT_ATTRIBUTE", "FALLBACKS_ATTRIBUTE"]
 
-#: Devices the module offers ("cuda:N" is accepted too).
-DEVICES = ("auto", "cuda", "cpu")
 #: Arithmetic of the generator: auto = bf16/fp16 on a GPU, fp32 on the CPU.
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
-#: The model choice that means "a model file the user picks" (the module's model list ends with it).
-FROM_FILE = "From file..."
 
 #: Attributes of an output volume node: how it was made.
 MODEL_ATTRIBUTE = "BoneSR.model"            # the model as asked for (catalogue name or file)
@@ -81,6 +77,8 @@ class BoneSRLibLogic(CTInputLogic, CoreProcessLogic):
     """
 
     processTitle = "super-resolution"
+    modelKind = "sr"
+    modelFileName = "BoneSR model file (.pt)"
     logName = "BoneSR"
 
     # ------------------------------------------------------------------ inputs
@@ -157,14 +155,6 @@ class BoneSRLibLogic(CTInputLogic, CoreProcessLogic):
         return volume.labels_on(ct)
 
     # ------------------------------------------------------------------ models
-    def models(self) -> list[dict]:
-        """The catalogue of models shipped with BoneKit (``bonekit sr models``): one dict per model with
-        ``name``, ``file``, ``sha256``, ``scale``, ``lr_spacing_mm``, ``description`` ... The first one
-        is "demo". Empty when no model ships."""
-        from bonekit.sr.model import catalogue
-
-        return [dict(entry) for entry in catalogue()]
-
     @staticmethod
     def modelLabel(entry: dict) -> str:
         """One line describing a catalogue entry: name, scale and voxel sizes."""
@@ -175,15 +165,6 @@ class BoneSRLibLogic(CTInputLogic, CoreProcessLogic):
         except (KeyError, TypeError, ValueError, ZeroDivisionError):
             pass
         return text
-
-    def resolveModel(self, nameOrPath) -> Path:
-        """The model file of a catalogue name ("demo" = the first entry) or a path; a catalogue file is
-        checked against its SHA-256. Raises a :class:`BoneKitError` naming what is missing."""
-        from bonekit.sr.model import resolve_model
-
-        if nameOrPath is None or str(nameOrPath).strip() in ("", ".", FROM_FILE):
-            raise BoneKitError("No model chosen: pick a model of the catalogue, or a BoneSR model file (.pt).")
-        return resolve_model(str(nameOrPath).strip())
 
     def command(self, inputPath, outputPath, model, roiPath=None, device: str = "auto", precision: str = "auto",
                 tile: int | None = None, allowSpacing: bool = False, summaryPath=None) -> list[str]:
@@ -206,19 +187,12 @@ class BoneSRLibLogic(CTInputLogic, CoreProcessLogic):
         summaryPath : str or Path, optional
             Where the core writes its run summary (JSON).
         """
-        device = str(device or "auto").strip().lower()
-        if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
-            raise BoneKitError(f"Unknown device '{device}': choose {', '.join(DEVICES)} (or cuda:N).")
+        device = self.deviceArgument(device)
         precision = str(precision or "auto").strip().lower()
         if precision not in PRECISIONS:
             raise BoneKitError(f"Unknown precision '{precision}': choose {', '.join(PRECISIONS)}.")
-        if model is None or str(model).strip() in ("", ".", FROM_FILE):
-            raise BoneKitError("No model chosen: pick a model of the catalogue, or a BoneSR model file (.pt).")
-        model = str(model).strip()
-        if Path(model).expanduser().exists():
-            model = str(Path(model).expanduser().resolve())
         arguments = [self.pythonExecutable(), "-m", "bonekit", "sr", "infer", str(inputPath),
-                     "--model", model, "--out", str(outputPath)]
+                     "--model", self.modelArgument(model), "--out", str(outputPath)]
         if roiPath is not None:
             arguments += ["--roi", str(roiPath)]
         arguments += ["--device", device, "--precision", precision]

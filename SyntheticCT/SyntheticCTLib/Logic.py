@@ -11,7 +11,6 @@ into a 3D CT. The network runs in a separate process through the core's command 
 layout: superior at the top, AP columns towards the patient's left, lateral columns towards posterior);
 :meth:`SyntheticCTLibLogic.synthesizeFromCT` makes the DRRs from a CT and its vertebra labels. The result
 is a scalar volume node (HU within the model's window) with a bone volume rendering.
-:meth:`SyntheticCTLibLogic.process` checks the two views and writes their summary table.
 """
 
 from __future__ import annotations
@@ -28,15 +27,11 @@ import numpy as np
 import slicer
 
 from bonekit import BoneKitError
-from bonekit.results import Result, quantity
-
-from BoneKitLib import (CoreProcessLogic, ProgressCallback, ctVolumeFromNode, reportProgress, resultsToTable,
+from BoneKitLib import (DEVICES, FROM_FILE, CoreProcessLogic, ProgressCallback, ctVolumeFromNode, reportProgress,
                         segmentationToLabelmap, setNodeAttributes, volumeFromNode, volumeToNode)
 
-__all__ = ["SyntheticCTLibLogic", "SyntheticCTOutputs", "RadiographSummary", "DEVICES", "BONE_OPACITY_HU"]
+__all__ = ["SyntheticCTLibLogic", "SyntheticCTOutputs", "DEVICES", "FROM_FILE", "BONE_OPACITY_HU"]
 
-#: Devices the module offers ("cuda:N" is accepted too).
-DEVICES = ("auto", "cuda", "cpu")
 #: The bone volume rendering: opacity 0 up to the first HU, rising to the given opacity at each next point.
 BONE_OPACITY_HU = ((-250.0, 0.0), (150.0, 0.0), (400.0, 0.6), (1050.0, 0.9))
 _BONE_COLOURS = ((150.0, (0.55, 0.25, 0.15)), (400.0, (0.90, 0.82, 0.66)), (1050.0, (1.0, 1.0, 0.95)))
@@ -50,25 +45,22 @@ class SyntheticCTOutputs:
     summary: dict = field(default_factory=dict)   # the core's run summary (device, seconds, size, spacing, ...)
 
 
-@dataclass
-class RadiographSummary(Result):
-    """Pixel grid and value range of one radiograph view."""
-
-    view: str = quantity(None, "projection: AP (anteroposterior) or lateral", name="View")
-    name: str = quantity(None, "image (node) name", name="Image")
-    # not "rows"/"columns": a field must not shadow Result.columns()
-    height: int = quantity("pixels", "number of pixel rows", name="Rows")
-    width: int = quantity("pixels", "number of pixel columns", name="Columns")
-    rowSpacing: float = quantity("mm", "pixel size between rows", name="Row spacing")
-    columnSpacing: float = quantity("mm", "pixel size between columns", name="Column spacing")
-    minimum: float = quantity("a.u.", "lowest pixel value", name="Minimum")
-    maximum: float = quantity("a.u.", "highest pixel value", name="Maximum")
-
-
 class SyntheticCTLibLogic(CoreProcessLogic):
     """Synthetic CT from two radiographs (Qt-free; usable from ``PythonSlicer`` and pip slicer-core)."""
 
+    @staticmethod
+    def modelLabel(entry: dict) -> str:
+        """One line describing a catalogue entry: name, output size and voxel size."""
+        text = str(entry.get("name", "?"))
+        try:
+            text += f" ({int(entry['size'])}^3 voxels of {float(entry['spacing_mm']):g} mm)"
+        except (KeyError, TypeError, ValueError):
+            pass
+        return text
+
     processTitle = "synthetic-CT"
+    modelKind = "sct"
+    modelFileName = "SyntheticCT model file (.pt), e.g. one made by 'bonekit sct train'"
     logName = "SyntheticCT"
 
     def radiograph(self, node, view: str) -> tuple[np.ndarray, tuple[float, float]]:
@@ -90,44 +82,12 @@ class SyntheticCTLibLogic(CoreProcessLogic):
         spacing = volume.spacing_kji[planeAxes]
         return volume.array.squeeze(), (float(spacing[0]), float(spacing[1]))
 
-    def process(self, apNode, lateralNode, outputTableNode=None, progressCallback: ProgressCallback | None = None):
-        """Check the AP and lateral views and write their summary table.
-
-        Both views must have the same pixel grid, as the network sees them side by side.
-
-        Returns
-        -------
-        vtkMRMLTableNode
-            Two :class:`RadiographSummary` rows (AP, lateral); ``outputTableNode`` if given.
-        """
-        reportProgress(progressCallback, 0.0, "Checking the radiographs")
-        rows = []
-        for view, node in (("AP", apNode), ("lateral", lateralNode)):
-            image, (rowSpacing, columnSpacing) = self.radiograph(node, view)
-            rows.append(RadiographSummary(view, node.GetName(), *image.shape, rowSpacing, columnSpacing,
-                                          float(image.min()), float(image.max())))
-        ap, lateral = rows
-        if (ap.height, ap.width) != (lateral.height, lateral.width):
-            raise BoneKitError(f"The AP ({ap.height} x {ap.width} pixels) and lateral ({lateral.height} x "
-                               f"{lateral.width} pixels) radiographs must have the same size.")
-        table = resultsToTable(rows, outputTableNode or apNode.GetScene(), name="Radiograph summary")
-        reportProgress(progressCallback, 1.0, "Done")
-        return table
-
     # ------------------------------------------------------------------ the network, in a child process
     def command(self, outputPath, model, *, ap=None, lateral=None, ct=None, mask=None, device: str = "auto",
                 pixelSpacing=None, magnification: float | None = None, summaryPath=None) -> list[str]:
         """``<python> -m bonekit sct infer ... --progress-lines`` for two radiographs or a CT and its labels."""
-        device = str(device or "auto").strip().lower()
-        if device not in DEVICES and not (device.startswith("cuda:") and device[5:].isdigit()):
-            raise BoneKitError(f"Unknown device '{device}': choose {', '.join(DEVICES)} (or cuda:N).")
-        if model is None or not str(model).strip():
-            raise BoneKitError("No model chosen: choose a SyntheticCT model file (.pt), e.g. one made by "
-                               "'bonekit sct train'.")
-        model = str(model).strip()
-        if Path(model).expanduser().exists():
-            model = str(Path(model).expanduser().resolve())
-        arguments = [self.pythonExecutable(), "-m", "bonekit", "sct", "infer", "--model", model]
+        device = self.deviceArgument(device)
+        arguments = [self.pythonExecutable(), "-m", "bonekit", "sct", "infer", "--model", self.modelArgument(model)]
         if ct is not None:
             arguments += ["--ct", str(ct), "--mask", str(mask)]
         else:

@@ -1,5 +1,5 @@
 """Qt-free logic of the SyntheticCT module."""
 
-from .Logic import BONE_OPACITY_HU, DEVICES, RadiographSummary, SyntheticCTLibLogic, SyntheticCTOutputs
+from .Logic import BONE_OPACITY_HU, DEVICES, FROM_FILE, SyntheticCTLibLogic, SyntheticCTOutputs
 
-__all__ = ["SyntheticCTLibLogic", "SyntheticCTOutputs", "RadiographSummary", "DEVICES", "BONE_OPACITY_HU"]
+__all__ = ["SyntheticCTLibLogic", "SyntheticCTOutputs", "DEVICES", "FROM_FILE", "BONE_OPACITY_HU"]

@@ -158,9 +158,16 @@ def _load(args):
 
 
 def _model_path(name):
-    from ..sr.model import resolve_model
+    from ..models import resolve_model
 
-    return resolve_model(name)
+    return resolve_model(name, "sct")
+
+
+def cmd_sct_models(args) -> int:
+    from ..cli import print_models
+
+    return print_models("sct", args.json, lambda e: f"{e['name']:<28} {e['size']}^3 voxels of "
+                                                     f"{e['spacing_mm']:g} mm  {e['description']}")
 
 
 def cmd_sct_infer(args) -> int:
@@ -240,8 +247,13 @@ def add_parser(sub) -> None:
     ssub = sct.add_subparsers(dest="sct_command", metavar="SCT_COMMAND")
     ssub.required = True
 
+    p = ssub.add_parser("models", help="list the SyntheticCT models that ship with BoneKit")
+    p.add_argument("--json", action="store_true", help="print the catalogue entries as JSON")
+    p.set_defaults(func=cmd_sct_models)
+
     p = ssub.add_parser("infer", help="synthetic CT from a CT's DRRs or from two radiographs")
-    p.add_argument("--model", required=True, help="model file (.pt) or catalogue name")
+    p.add_argument("--model", default="demo", help="model file (.pt) or catalogue name (bonekit sct models); "
+                                                   "default: the demonstration model")
     p.add_argument("--ct", help="CT (HU): the AP and lateral DRRs are made from it (needs --mask)")
     p.add_argument("--mask", help="vertebra label map of --ct (bones are extracted, as in training)")
     p.add_argument("--ap", help="AP (or PA) radiograph: DICOM CR/DX, or PNG/TIFF with --pixel")
@@ -263,7 +275,8 @@ def add_parser(sub) -> None:
     add_training_commands(ssub, cmd_sct_train, cmd_sct_example_config, "the synthetic-CT network")
 
     p = ssub.add_parser("evaluate", help="PSNR, SSIM, cosine, MAE of a model on CTs with vertebra masks")
-    p.add_argument("--model", required=True, help="model file (.pt) or catalogue name")
+    p.add_argument("--model", default="demo", help="model file (.pt) or catalogue name (default: the "
+                                                   "demonstration model)")
     p.add_argument("--ct", nargs="+", required=True, help="CT volumes (HU)")
     p.add_argument("--mask", nargs="+", required=True, help="their vertebra label maps, in the same order")
     p.add_argument("--device", default="auto")

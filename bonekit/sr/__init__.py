@@ -7,7 +7,7 @@ Modules, one place for each thing:
 - :mod:`~bonekit.sr.degrade`: clinical MDCT simulated from micro-CT (paired data without a scanner);
 - :mod:`~bonekit.sr.pairing`: rigid registration, DTW + SIFT slice matching, the LumbarSR layout;
 - :mod:`~bonekit.sr.train`: the training run (config, schedule, checkpoints, resume, DDP);
-- :mod:`~bonekit.sr.model`: model files and the catalogue of shipped models;
+- :mod:`~bonekit.sr.model`: model files (the catalogue of shipped models is :mod:`bonekit.models`);
 - :mod:`~bonekit.sr.infer`: volume in, volume out (tiles, GPU/CPU, out-of-memory fallback);
 - :mod:`~bonekit.sr.metrics` and :mod:`~bonekit.sr.evaluate`: SSIM, PSNR, cosine, FID, morphometry agreement;
 - :mod:`~bonekit.sr.cli`: ``bonekit sr ...``.

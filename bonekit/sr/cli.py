@@ -41,26 +41,21 @@ def cmd_sr_export(args) -> int:
 
 
 def cmd_sr_models(args) -> int:
-    from .model import catalogue
+    from ..cli import print_models
 
-    entries = catalogue()
-    if args.json:
-        print(json.dumps(entries, indent=2))
-        return 0
-    for e in entries:
-        print(f"{e['name']:<24} x{e['scale']}  {e['lr_spacing_mm']:.3f} mm -> {e['lr_spacing_mm'] / e['scale']:.4f} mm"
-              f"  {e['description']}")
-    return 0
+    return print_models("sr", args.json, lambda e: f"{e['name']:<24} x{e['scale']}  {e['lr_spacing_mm']:.3f} mm -> "
+                                                   f"{e['lr_spacing_mm'] / e['scale']:.4f} mm  {e['description']}")
 
 
 def cmd_sr_infer(args) -> int:
     from ..cli import _not_an_input, _spacing
     from ..io import read_volume, write_json, write_volume
     from .infer import super_resolve
-    from .model import load_model, resolve_model
+    from ..models import resolve_model
+    from .model import load_model
 
     _not_an_input(Path(args.out), args.ct, *([args.roi] if args.roi else []))
-    model_path = resolve_model(args.model)
+    model_path = resolve_model(args.model, "sr")
     ct = read_volume(args.ct, spacing=_spacing(args.spacing))
     roi = read_volume(args.roi, spacing=_spacing(args.spacing)) if args.roi else None
     model = load_model(model_path, "cpu")
