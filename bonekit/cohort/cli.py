@@ -1,0 +1,154 @@
+"""``bonekit stats``: validation statistics from a results table (CSV, TSV or Parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["add_stats_parser"]
+
+
+def _table(args, *columns):
+    from .stats import read_table
+
+    return read_table(args.table, [c for c in columns if c])
+
+
+def _finish(args, record: dict, lines: list[str]) -> int:
+    from ..io import write_json
+
+    print("\n".join(lines))
+    if args.json:
+        write_json(record, args.json)
+    return 0
+
+
+def _plots(args) -> Path | None:
+    if not args.plots:
+        return None
+    folder = Path(args.plots).expanduser()
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def _ci(r: dict, digits: int = 3) -> str:
+    return f"[{r['ci_low']:.{digits}f}, {r['ci_high']:.{digits}f}]"
+
+
+def cmd_correlate(args) -> int:
+    from . import stats
+
+    table = _table(args, args.x, args.y)
+    methods = ["pearson", "spearman"] if args.method == "both" else [args.method]
+    results = [stats.correlation(table[args.x], table[args.y], m) for m in methods]
+    lines = [f"{r['method']:<9} r {r['r']:.3f} {_ci(r)} (95 % CI, Fisher z), p {r['p']:.3g}, n {r['n']}"
+             + (f" ({r['excluded']} rows left out)" if r["excluded"] else "") for r in results]
+    folder = _plots(args)
+    if folder is not None:
+        path = stats.scatter_plot(table[args.x], table[args.y], folder / f"scatter_{args.x}_{args.y}.png",
+                                  labels=(args.x, args.y), result=results[0])
+        lines.append(f"plot -> {path}")
+    return _finish(args, {"x": args.x, "y": args.y, "correlations": results}, lines)
+
+
+def cmd_compare(args) -> int:
+    import pandas as pd
+
+    from . import stats
+
+    table = _table(args, args.a, args.b)
+    a, b = (pd.to_numeric(table[c], errors="coerce").to_numpy(float) for c in (args.a, args.b))
+    paired, ba = stats.paired_comparison(a, b), stats.bland_altman(a, b)
+    both = pd.DataFrame({"subject": range(len(a)), args.a: a, args.b: b}).dropna()
+    icc = stats.icc(both.melt(id_vars="subject", var_name="method", value_name="value"), "subject", "method", "value")
+    u = f" {args.units}" if args.units else ""
+    lines = [f"{args.a} - {args.b}: mean difference {paired['mean_difference']:.4g}{u} {_ci(paired, 4)}, "
+             f"paired t {paired['t']:.3f} (df {paired['df']}), p {paired['p_t']:.3g}; Wilcoxon p "
+             f"{paired['p_wilcoxon']:.3g}; n {paired['n']}",
+             f"Bland-Altman: bias {ba['bias']:.2f}{u}, limits of agreement {ba['loa_low']:.2f} to "
+             f"{ba['loa_high']:.2f}{u} (bias ± 1.96 SD, SD {ba['sd']:.2f})"]
+    lines += [f"{r['shrout_fleiss']} ({r['description']}): {r['icc']:.3f} {_ci(r, 2)}" for r in icc
+              if r["shrout_fleiss"] in ("ICC(2,1)", "ICC(3,1)")]
+    folder = _plots(args)
+    if folder is not None:
+        path = stats.bland_altman_plot(a, b, folder / f"bland_altman_{args.a}_{args.b}.png", ba,
+                                       labels=(args.a, args.b), units=args.units or "")
+        lines.append(f"plot -> {path}")
+    return _finish(args, {"a": args.a, "b": args.b, "paired": paired, "bland_altman": ba, "icc": icc}, lines)
+
+
+def cmd_icc(args) -> int:
+    from . import stats
+
+    rows = stats.icc(_table(args, args.subject, args.rater, args.value), args.subject, args.rater, args.value)
+    lines = [f"{r['shrout_fleiss']:<9} = {r['form']:<9} {r['icc']:.3f} {_ci(r, 2)}  F({r['df1']}, {r['df2']}) "
+             f"{r['F']:.3f}, p {r['p']:.3g}  {r['description']}" for r in rows]
+    return _finish(args, {"value": args.value, "icc": rows}, lines)
+
+
+def cmd_kendall(args) -> int:
+    from . import stats
+
+    r = stats.kendalls_w(_table(args, args.subject, args.rater, args.value), args.subject, args.rater, args.value)
+    return _finish(args, r, [f"Kendall's W {r['W']:.3f} ({r['raters']} raters, {r['subjects']} subjects); Friedman "
+                             f"chi-square {r['Q']:.3f}, df {r['df']}, p {r['p']:.3g}"])
+
+
+def cmd_precision(args) -> int:
+    from . import stats
+
+    r = stats.precision(_table(args, args.subject, args.value), args.subject, args.value)
+    u = f" {args.units}" if args.units else ""
+    lines = [f"precision (ISCD): RMS-SD {r['rms_sd']:.4g}{u}, RMS-CV {r['rms_cv_percent']:.2f} %; "
+             f"LSC {r['lsc']:.4g}{u} ({r['lsc_percent']:.2f} %) at 95 %; {r['subjects']} subjects, "
+             f"{r['measurements']} measurements, {r['df']} degrees of freedom"]
+    if not r["enough_df"]:
+        lines.append("note: ISCD asks for at least 30 degrees of freedom (30 patients twice or 15 three times)")
+    return _finish(args, r, lines)
+
+
+def cmd_logistic(args) -> int:
+    from . import stats
+
+    r = stats.logistic_regression(_table(args, args.outcome, *args.predictors), args.outcome, args.predictors)
+    lines = [f"{p['predictor']}: odds ratio per SD ({p['sd']:.4g}) {p['odds_ratio_per_sd']:.3f} {_ci(p)}, "
+             f"p {p['p']:.3g}" for p in r["predictors"]]
+    lines.append(f"{r['n']} cases, {r['events']} with {args.outcome} = 1; McFadden pseudo-R² {r['pseudo_r2']:.3f}")
+    return _finish(args, r, lines)
+
+
+def add_stats_parser(sub) -> None:
+    """Register ``bonekit stats`` and its analyses."""
+    stats = sub.add_parser("stats", help="validation statistics from a results table: correlation, paired tests, "
+                                         "Bland-Altman, ICC, precision (ISCD), Kendall's W, logistic regression")
+    ssub = stats.add_subparsers(dest="stats_command", metavar="ANALYSIS")
+    ssub.required = True
+
+    def analysis(name, help, func, *columns):
+        p = ssub.add_parser(name, help=help)
+        p.add_argument("table", help="results table (.csv, .tsv or .parquet), e.g. from bonekit batch")
+        for column, text in columns:
+            if column.startswith("--"):
+                p.add_argument(column, required=True, help=text)
+            else:
+                p.add_argument(column, help=text)
+        p.add_argument("--json", metavar="OUT.json", help="write the numbers")
+        p.set_defaults(func=func)
+        return p
+
+    p = analysis("correlate", "Pearson and/or Spearman r with 95 % CI", cmd_correlate, ("x", "column"), ("y", "column"))
+    p.add_argument("--method", choices=("pearson", "spearman", "both"), default="both")
+    p.add_argument("--plots", metavar="DIR", help="write a scatter plot (PNG) here")
+    p = analysis("compare", "two methods on the same cases: paired t, Wilcoxon, Bland-Altman, ICC", cmd_compare,
+                 ("a", "column of method A"), ("b", "column of method B"))
+    p.add_argument("--units", help="units of the two columns, for the text and the plot")
+    p.add_argument("--plots", metavar="DIR", help="write a Bland-Altman plot (PNG) here")
+    long = (("--subject", "column naming the subject (patient, vertebra)"),
+            ("--rater", "column naming the rater, reader, session or method"), ("--value", "column of the measurement"))
+    analysis("icc", "the six intraclass correlations of a long table (one row per subject and rater)", cmd_icc, *long)
+    analysis("kendall", "Kendall's W of raters ranking subjects, with Friedman's test", cmd_kendall, *long)
+    p = analysis("precision", "ISCD precision: RMS-SD, RMS-CV and least significant change of repeated scans",
+                 cmd_precision, long[0], long[2])
+    p.add_argument("--units", help="units of the measurement (e.g. mg/cm3)")
+    p = analysis("logistic", "odds ratio per SD of each predictor for a 0/1 outcome (logistic regression)",
+                 cmd_logistic, ("outcome", "0/1 column, e.g. fracture"))
+    p.add_argument("predictors", nargs="+", help="predictor columns (z-scored; adjusted for each other)")
