@@ -152,3 +152,44 @@ def add_stats_parser(sub) -> None:
     p = analysis("logistic", "odds ratio per SD of each predictor for a 0/1 outcome (logistic regression)",
                  cmd_logistic, ("outcome", "0/1 column, e.g. fracture"))
     p.add_argument("predictors", nargs="+", help="predictor columns (z-scored; adjusted for each other)")
+
+
+def cmd_batch(args) -> int:
+    from ..cli import log, progress_for
+    from .batch import BatchSettings, run_batch
+
+    settings = BatchSettings(steps=tuple(s.strip() for s in args.steps.split(",") if s.strip()),
+                             erosion_mm=args.erosion, voi_diameter_mm=args.voi_diameter,
+                             voi_half_height_mm=args.voi_half_height, morphometry_threshold=args.threshold,
+                             timeout_s=args.timeout)
+    with progress_for(args, "batch") as progress:
+        summary = run_batch(args.manifest, args.out, settings, workers=args.workers, scheduler=args.scheduler,
+                            retry_failed=args.retry_failed, progress=progress, log=log)
+    print(f"{summary.cases} cases: {len(summary.computed)} computed, {len(summary.skipped)} already finished, "
+          f"{len(summary.failed)} failed; {summary.rows} vertebra rows in {summary.seconds:.1f} s")
+    for name, path in summary.files.items():
+        print(f"  {name:<16} {path}")
+    return 3 if summary.failed else 0
+
+
+def add_batch_parser(sub) -> None:
+    """Register ``bonekit batch``."""
+    from .manifest import STEPS
+
+    p = sub.add_parser("batch", help="per-vertebra measurements of a cohort (a manifest of CTs), resumable, on "
+                                     "worker processes or a Dask cluster")
+    p.add_argument("manifest", help="CSV with columns case, image [, points, labels, calibration, metadata...]")
+    p.add_argument("--out", required=True, help="output folder (cases/<case>/, results.csv/.parquet, "
+                                                "columns.csv, failures.csv, batch.json)")
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps (default {','.join(STEPS)})")
+    p.add_argument("--workers", type=int, default=1, help="cases computed at once on this machine (default 1)")
+    p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler "
+                                                          "(tcp://host:8786) instead")
+    p.add_argument("--retry-failed", action="store_true", help="compute failed cases again")
+    p.add_argument("--timeout", type=float, default=0.0, metavar="S", help="stop a case after S seconds (0: never)")
+    p.add_argument("--erosion", type=float, default=6.0, help="ROI erosion of the body in mm (default 6)")
+    p.add_argument("--voi-diameter", type=float, default=15.0, help="VOI diameter in mm (default 15)")
+    p.add_argument("--voi-half-height", type=float, default=5.0, help="VOI half height in mm (default 5)")
+    p.add_argument("--threshold", default="default", help="morphometry threshold (default: ImageJ Default)")
+    p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS fraction message' lines")
+    p.set_defaults(func=cmd_batch)

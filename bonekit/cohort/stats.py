@@ -55,7 +55,7 @@ def _stats_packages():
         try:
             importlib.import_module(name)
         except ImportError:
-            raise BoneKitError(f"bonekit stats needs {name}: pip install 'bonekit[stats]'.") from None
+            raise BoneKitError(f"bonekit stats needs {name}: pip install 'bonekit[cohort]'.") from None
 
 
 def read_table(path, columns: Sequence[str] = ()):
