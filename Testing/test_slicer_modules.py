@@ -14,7 +14,7 @@ from BoneKitLib import CTInputLogic, CTSummary, resultsFromTable, volumeToNode  
 from BoneMorphometryLib import BoneMorphometryLibLogic  # noqa: E402
 from BoneSRLib import BoneSRLibLogic  # noqa: E402
 from FocalDefectLib import FocalDefectLibLogic  # noqa: E402
-from SyntheticCTLib import RadiographSummary, SyntheticCTLibLogic  # noqa: E402
+from SyntheticCTLib import SyntheticCTLibLogic  # noqa: E402
 from bonekit import BoneKitError, Volume  # noqa: E402
 
 
@@ -71,24 +71,15 @@ def radiographNode(image, name, spacing=(0.5, 0.5)):
     return slicer.util.addVolumeFromArray(image[np.newaxis], np.diag([spacing[1], spacing[0], 1.0, 1.0]), name)
 
 
-def test_synthetic_ct_summarises_both_views(slicer_app):
+def test_synthetic_ct_reads_a_radiograph_node_as_an_image(slicer_app, ctNode):
     image = np.outer(np.hanning(48), np.hanning(40)).astype(np.float32)
-    apNode = radiographNode(image, "AP")
-    lateralNode = radiographNode(3 * image, "Lateral", (0.5, 0.25))
-    ap, lateral = resultsFromTable(SyntheticCTLibLogic().process(apNode, lateralNode), RadiographSummary)
-    assert (ap.view, ap.name, ap.height, ap.width) == ("AP", "AP", 48, 40)
-    assert (lateral.rowSpacing, lateral.columnSpacing) == (0.5, 0.25)
-    assert lateral.maximum == pytest.approx(3 * ap.maximum)
-
-
-def test_synthetic_ct_refuses_volumes_and_mismatched_views(slicer_app, ctNode):
-    image = np.ones((48, 40), np.float32)
+    pixels, spacing = SyntheticCTLibLogic().radiograph(radiographNode(3 * image, "Lateral", (0.5, 0.25)), "lateral")
+    assert pixels.shape == (48, 40) and spacing == (0.5, 0.25)
+    assert np.array_equal(pixels, 3 * image)
     with pytest.raises(BoneKitError, match="single slice"):
-        SyntheticCTLibLogic().process(radiographNode(image, "AP"), ctNode)
-    with pytest.raises(BoneKitError, match="same size"):
-        SyntheticCTLibLogic().process(radiographNode(image, "AP"), radiographNode(image[:40], "Lateral"))
+        SyntheticCTLibLogic().radiograph(ctNode, "AP")
     with pytest.raises(BoneKitError, match="No lateral radiograph"):
-        SyntheticCTLibLogic().process(radiographNode(image, "AP"), None)
+        SyntheticCTLibLogic().radiograph(None, "lateral")
 
 
 def test_loading_the_libs_stays_light():
