@@ -196,6 +196,11 @@ def _first_line(exc: BaseException) -> str:
     return (useful or lines or ["unknown error"])[-1][:200]
 
 
+#: the process's file-creation mask (it can only be read by setting it)
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
+
+
 @contextlib.contextmanager
 def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it over ``path`` only if the block succeeds."""
@@ -209,6 +214,8 @@ def atomic_path(path, suffix: str | None = None) -> Iterator[Path]:
     tmp = Path(tmp)
     try:
         yield tmp
+        if tmp.exists():   # mkstemp makes the file private (0600): give it the mode any new file gets
+            os.chmod(tmp, 0o666 & ~_UMASK)
         os.replace(tmp, path)
     finally:
         if tmp.exists():
