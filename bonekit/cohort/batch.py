@@ -38,12 +38,19 @@ from typing import Callable, Sequence
 from ..errors import BoneKitError
 from .manifest import Case, check_steps, read_manifest
 
-__all__ = ["BatchSettings", "BatchSummary", "run_batch", "gather", "process_case", "case_fingerprint",
-           "STATUS_FILE", "RESULTS_FILE"]
+__all__ = ["BatchSettings", "BatchSummary", "run_batch", "gather", "process_case", "compute_case", "case_fingerprint",
+           "pending_cases", "staging_folder", "write_case_record", "publish_case", "report_status", "prefixed_scalars", "vertebra_name",
+           "STAGING_DIR",
+           "STATUS_FILE", "RESULTS_FILE", "CASE_FILE", "MAPS_DIR", "map_file"]
 
 STATUS_FILE = "status.json"
 RESULTS_FILE = "results.json"
-_STAGING = ".staging"
+#: the case's row, the settings, BoneKit's version and the image geometry (what a report needs)
+CASE_FILE = "case.json"
+#: per-vertebra maps (0 where undefined: NIfTI readers turn NaN into 0): apparent Tb.Th of the VOI's bone
+#: (CT grid, cropped) and focal BMC loss in the ROI (0.3 mm grid)
+MAPS_DIR = "maps"
+STAGING_DIR = ".staging"
 
 
 @dataclass(frozen=True)
@@ -124,7 +131,6 @@ def process_case(case: Case, folder: Path, settings: BatchSettings, step_log: li
 
     from ..calibration import Calibration
     from ..io import read_volume, write_volume
-    from ..points import VERSE_NAMES
 
     def step(name):
         if step_log is not None:
@@ -134,6 +140,7 @@ def process_case(case: Case, folder: Path, settings: BatchSettings, step_log: li
     step("read")
     ct = read_volume(case.image)
     calibration = Calibration.load(case.calibration) if case.calibration else None
+    maps = write_case_record(case, folder, settings, ct, calibration)
     if case.labels:
         labels = read_volume(case.labels).labels_on(ct)
     elif "segment" in steps:
@@ -163,21 +170,49 @@ def process_case(case: Case, folder: Path, settings: BatchSettings, step_log: li
             for label in rows:
                 voi = masks.voi.array == label
                 if voi.any():
-                    r, _ = morphometry(ct, masks.voi.with_array(voi.astype(np.uint8)),
-                                       threshold=settings.morphometry_threshold)
-                    rows[label].update(_scalars("app.", r))
+                    r, thickness = morphometry(ct, masks.voi.with_array(voi.astype(np.uint8)),
+                                               threshold=settings.morphometry_threshold, maps=True)
+                    rows[label].update(prefixed_scalars("app.", r))
+                    write_volume(thickness["Tb.Th"], maps / map_file(vertebra_name(label), "Tb.Th"))
         if "focal" in steps:
             from ..focal import focal_regions
 
             step("focal")
-            for label, r, _ in focal_regions(ct, masks.roi, calibration):
-                rows[label].update(_scalars("focal.", r))
+            for label, r, focal in focal_regions(ct, masks.roi, calibration):
+                rows[label].update(prefixed_scalars("focal.", r))
+                write_volume(focal["FocalBMCLoss"], maps / map_file(vertebra_name(label), "FocalBMCLoss"))
     for label, row in rows.items():
-        row.setdefault("vertebra", VERSE_NAMES.get(label, str(label)))
+        row.setdefault("vertebra", vertebra_name(label))
     return {"vertebrae": [rows[k] for k in sorted(rows)]}
 
 
-def _scalars(prefix: str, result) -> dict:
+def write_case_record(case: Case, folder: Path, settings: BatchSettings, ct, calibration=None) -> Path:
+    """``case.json`` (the row, settings, version, image geometry) and a copy of the calibration, what a
+    report of the case reads; returns the (new) folder for the case's maps."""
+    from .. import __version__
+    from ..io import write_json
+
+    write_json({"case": case.to_dict(), "settings": settings.to_dict(), "bonekit": __version__,
+                "image": ct.describe()}, folder / CASE_FILE)
+    if calibration is not None:
+        calibration.save(folder / "calibration.json")
+    maps = folder / MAPS_DIR
+    maps.mkdir(exist_ok=True)
+    return maps
+
+
+def vertebra_name(label: int) -> str:
+    from ..points import VERSE_NAMES
+
+    return VERSE_NAMES.get(label, str(label))
+
+
+def map_file(vertebra: str, quantity: str) -> str:
+    """File name (in the case's ``maps/`` folder) of one vertebra's map: thickness or focal BMC loss."""
+    return f"{vertebra}_{quantity.replace('.', '')}.nii.gz"
+
+
+def prefixed_scalars(prefix: str, result) -> dict:
     """A result's single-valued fields as table columns named ``prefix + name`` (lists and dicts left out)."""
     return {f"{prefix}{k}": v for k, v in result.to_dict().items() if not isinstance(v, (list, dict))}
 
@@ -187,17 +222,17 @@ def _scalar_columns(cls) -> list[dict]:
     return [c for c in cls.columns() if not any(word in str(c["type"]) for word in ("list", "dict"))]
 
 
-def _child_main(argv: Sequence[str]) -> int:
-    """``python -m bonekit.cohort.batch CASE.json``: compute one case into the staging folder given there."""
-    job = json.loads(Path(argv[0]).read_text())
-    folder = Path(job["folder"])
-    case, settings = Case.from_dict(job["case"]), BatchSettings(**{**job["settings"],
-                                                                   "steps": tuple(job["settings"]["steps"])})
+def compute_case(case: Case, folder: Path, settings: BatchSettings, fingerprint: str,
+                 compute: Callable[..., dict] = process_case) -> dict:
+    """Run ``compute(case, folder, settings, step_log)`` (:func:`process_case` or another runner's, e.g.
+    Slicer's), writing ``results.json`` and ``status.json`` into ``folder``; returns the status (never raises)."""
+    from .. import __version__
+
     steps: list = []
     started = time.perf_counter()
-    status = {"case": case.case, "fingerprint": job["fingerprint"], "bonekit": job["bonekit"]}
+    status = {"case": case.case, "fingerprint": fingerprint, "bonekit": __version__}
     try:
-        result = process_case(case, folder, settings, steps)
+        result = compute(case, folder, settings, steps)
         (folder / RESULTS_FILE).write_text(json.dumps(result, indent=1, default=_json_default, allow_nan=True))
         status.update(state="done", vertebrae=len(result["vertebrae"]))
     except Exception as error:  # the case failed: record why, the batch goes on
@@ -206,6 +241,14 @@ def _child_main(argv: Sequence[str]) -> int:
                       traceback=traceback.format_exc(limit=8))
     status["seconds"] = round(time.perf_counter() - started, 3)
     (folder / STATUS_FILE).write_text(json.dumps(status, indent=1))
+    return status
+
+
+def _child_main(argv: Sequence[str]) -> int:
+    """``python -m bonekit.cohort.batch CASE.json``: compute one case into the staging folder given there."""
+    job = json.loads(Path(argv[0]).read_text())
+    settings = BatchSettings(**{**job["settings"], "steps": tuple(job["settings"]["steps"])})
+    compute_case(Case.from_dict(job["case"]), Path(job["folder"]), settings, job["fingerprint"])
     return 0
 
 
@@ -225,8 +268,7 @@ def execute_case(case: dict, out: str, settings: dict, fingerprint: str, threads
     from .. import __version__
 
     out = Path(out)
-    staging = out / "cases" / _STAGING / f"{case['case']}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
+    staging = staging_folder(out, case["case"])
     job = staging / "job.json"
     job.write_text(json.dumps({"case": case, "settings": settings, "fingerprint": fingerprint,
                                "folder": str(staging), "bonekit": __version__}))
@@ -253,15 +295,28 @@ def execute_case(case: dict, out: str, settings: dict, fingerprint: str, threads
                   "seconds": round(time.perf_counter() - started, 3)}
         (staging / STATUS_FILE).write_text(json.dumps(status, indent=1))
     job.unlink(missing_ok=True)
-    final = out / "cases" / case["case"]
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(staging, final)   # published: outputs and status appear together
+    publish_case(staging, out, case["case"])
     return status
 
 
+def staging_folder(out: Path, case_id: str) -> Path:
+    """A new, empty folder where one case is computed before :func:`publish_case`."""
+    staging = Path(out) / "cases" / STAGING_DIR / f"{case_id}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir(parents=True)
+    return staging
+
+
+def publish_case(staging: Path, out: Path, case_id: str) -> Path:
+    """Replace the case's folder by its staging folder: outputs and status appear together."""
+    final = Path(out) / "cases" / case_id
+    if final.exists():
+        shutil.rmtree(final)
+    os.replace(staging, final)
+    return final
+
+
 # ----------------------------------------------------------------------------- the batch
-def _pending(cases: list[Case], out: Path, settings: BatchSettings, retry_failed: bool):
+def pending_cases(cases: list[Case], out: Path, settings: BatchSettings, retry_failed: bool):
     todo, skipped, prints = [], [], {}
     for case in cases:
         fingerprint = case_fingerprint(case, settings)
@@ -277,8 +332,14 @@ def _pending(cases: list[Case], out: Path, settings: BatchSettings, retry_failed
 
 def run_batch(manifest, out, settings: BatchSettings | None = None, workers: int = 1, scheduler: str | None = None,
               retry_failed: bool = False, progress: Callable[[float, str], None] | None = None,
-              log: Callable[[str], None] | None = None) -> BatchSummary:
-    """Run every case of ``manifest`` that has not finished with the same fingerprint, then gather."""
+              log: Callable[[str], None] | None = None, compute: Callable[..., dict] | None = None,
+              runner: str = "bonekit") -> BatchSummary:
+    """Run every case of ``manifest`` that has not finished with the same fingerprint, then gather.
+
+    ``compute`` (a function like :func:`process_case`) computes the cases one after the other in this
+    process instead of child processes: how the Slicer batch runs the modules' logic. ``runner`` is
+    recorded in ``batch.json``.
+    """
     settings = settings or BatchSettings()
     settings = BatchSettings(**{**settings.to_dict(), "steps": check_steps(settings.steps)})
     cases = read_manifest(manifest, settings.steps)         # every problem reported before any work
@@ -288,35 +349,41 @@ def run_batch(manifest, out, settings: BatchSettings | None = None, workers: int
     if out.exists() and not out.is_dir():
         raise BoneKitError(f"{out}: exists and is not a folder; choose another --out.")
     (out / "cases").mkdir(parents=True, exist_ok=True)
-    shutil.rmtree(out / "cases" / _STAGING, ignore_errors=True)   # what a killed run left half-done
+    shutil.rmtree(out / "cases" / STAGING_DIR, ignore_errors=True)   # what a killed run left half-done
     started = time.perf_counter()
-    todo, skipped, prints = _pending(cases, out, settings, retry_failed)
+    todo, skipped, prints = pending_cases(cases, out, settings, retry_failed)
     summary = BatchSummary(out=out, cases=len(cases), skipped=skipped)
     if log and skipped:
         log(f"{len(skipped)} case(s) already finished with the same inputs and settings: skipped")
     statuses = []
     jobs = [(c.to_dict(), str(out), settings.to_dict(), prints[c.case]) for c in todo]
-    if jobs and scheduler:
+    if todo and compute is not None:
+        for n, case in enumerate(todo, start=1):
+            staging = staging_folder(out, case.case)
+            status = compute_case(case, staging, settings, prints[case.case], compute)
+            publish_case(staging, out, case.case)
+            statuses.append(report_status(status, n, len(todo), progress, log))
+    elif jobs and scheduler:
         statuses = _run_dask(jobs, scheduler, progress, log)
     elif jobs:
         threads = max(1, (os.cpu_count() or 1) // workers)
         with ThreadPoolExecutor(max_workers=workers) as pool:
             futures = [pool.submit(execute_case, *job, threads) for job in jobs]
             for n, future in enumerate(as_completed(futures), start=1):
-                statuses.append(_report(future.result(), n, len(jobs), progress, log))
+                statuses.append(report_status(future.result(), n, len(jobs), progress, log))
     summary.computed = [s["case"] for s in statuses]
-    shutil.rmtree(out / "cases" / _STAGING, ignore_errors=True)
+    shutil.rmtree(out / "cases" / STAGING_DIR, ignore_errors=True)
     summary.files, summary.rows, failed = gather(cases, out, settings.steps)
     summary.failed = failed
     summary.seconds = time.perf_counter() - started
     from ..io import write_json
 
-    write_json({**summary.to_dict(), "settings": settings.to_dict(), "manifest": str(Path(manifest).resolve())},
-               out / "batch.json")
+    write_json({**summary.to_dict(), "settings": settings.to_dict(), "manifest": str(Path(manifest).resolve()),
+                "runner": runner}, out / "batch.json")
     return summary
 
 
-def _report(status: dict, n: int, total: int, progress, log) -> dict:
+def report_status(status: dict, n: int, total: int, progress, log) -> dict:
     text = (f"{status['case']}: done in {status.get('seconds', 0):.1f} s" if status.get("state") == "done"
             else f"{status['case']}: FAILED at {status.get('step')}: {status.get('error')}")
     if log:
@@ -340,7 +407,7 @@ def _run_dask(jobs, scheduler: str, progress, log) -> list[dict]:
         futures = [client.submit(execute_case, *job, 1, pure=False, key=f"bonekit-case-{job[0]['case']}-"
                                  f"{uuid.uuid4().hex[:6]}") for job in jobs]
         for n, future in enumerate(dask_completed(futures), start=1):
-            statuses.append(_report(future.result(), n, len(jobs), progress, log))
+            statuses.append(report_status(future.result(), n, len(jobs), progress, log))
     finally:
         client.close()
     return statuses
