@@ -679,9 +679,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_drr_parser(sub)
     add_sct_parser(sub)
-    from .cohort.cli import add_batch_parser, add_stats_parser
+    from .cohort.cli import add_batch_parser, add_report_parser, add_stats_parser
 
     add_batch_parser(sub)
+    add_report_parser(sub)
     add_stats_parser(sub)
     return parser
 

@@ -193,3 +193,31 @@ def add_batch_parser(sub) -> None:
     p.add_argument("--threshold", default="default", help="morphometry threshold (default: ImageJ Default)")
     p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS fraction message' lines")
     p.set_defaults(func=cmd_batch)
+
+
+def cmd_report(args) -> int:
+    from .report import write_report, write_reports
+
+    source = Path(args.case_dir)
+    if (source / "cases").is_dir() and not (source / "status.json").exists():   # a whole batch folder
+        written, skipped = write_reports(source, args.out, pdf=args.pdf)
+        for path in written:
+            print(f"report -> {path}")
+        for case, reason in skipped:
+            print(f"{case}: no report ({reason})")
+        return 0 if written else 3
+    files = write_report(source, args.out, pdf=args.pdf, image=args.image)
+    for kind, path in files.items():
+        print(f"{kind} report -> {path}")
+    return 0
+
+
+def add_report_parser(sub) -> None:
+    """Register ``bonekit report``."""
+    p = sub.add_parser("report", help="per-patient report (self-contained HTML, optional PDF) of a batch case")
+    p.add_argument("case_dir", help="a case folder of bonekit batch (OUT/cases/CASE), or the batch folder OUT "
+                                    "for one report per finished case")
+    p.add_argument("--out", required=True, help="report.html (for a batch folder: the folder for CASE.html)")
+    p.add_argument("--pdf", action="store_true", help="also print it to PDF (needs Chromium or Chrome)")
+    p.add_argument("--image", help="the case's CT, when it has moved since the batch ran")
+    p.set_defaults(func=cmd_report)
