@@ -105,6 +105,28 @@ def test_truncated_file(tmp_path):
         read_volume(path)
 
 
+@pytest.mark.parametrize("name", ["v.nii", "v.nii.gz"])
+def test_truncated_nifti_is_refused_not_zero_filled(tmp_path, name):
+    """ITK reads a NIfTI that lost its tail with zeros in place of the lost voxels; BoneKit refuses it.
+    The .nii.gz case is a complete gzip stream of a truncated file (an interrupted export); a gzip
+    stream cut short is refused too."""
+    import gzip
+
+    path = write_volume(make_volume(), tmp_path / name)
+    whole = gzip.decompress(path.read_bytes()) if name.endswith(".gz") else path.read_bytes()
+    short = whole[: len(whole) - 100]
+    path.write_bytes(gzip.compress(short) if name.endswith(".gz") else short)
+    with pytest.raises(BoneKitError, match=f"{name}: the file is truncated: its header describes "
+                                           f"{len(whole)} bytes of image but it holds {len(short)}"):
+        read_volume(path)
+    if name.endswith(".gz"):
+        path.write_bytes(gzip.compress(whole)[:-40])
+        with pytest.raises(BoneKitError, match="damaged or truncated"):
+            read_volume(path)
+    path.write_bytes(gzip.compress(whole) if name.endswith(".gz") else whole)
+    assert np.array_equal(read_volume(path).array, make_volume().array)
+
+
 # ----------------------------------------------------------------------------- real scans
 def test_real_dicom_series_positions_and_hu(shared_data):
     pydicom = pytest.importorskip("pydicom")

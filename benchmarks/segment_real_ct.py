@@ -35,8 +35,9 @@ def reference_ids(folder: Path, case: str) -> dict[int, int]:
     return {30: VERSE_IDS["L2"], 31: VERSE_IDS["L1"], 32: VERSE_IDS["T12"], 33: VERSE_IDS["T11"]}
 
 
-def run(ct_path: Path, mask_path: Path, ids: dict[int, int], title: str) -> None:
-    ct, mask = read_volume(ct_path), read_volume(mask_path)
+def reference_points(ct, mask, ids: dict[int, int]) -> tuple[dict[int, np.ndarray], dict[int, np.ndarray]]:
+    """One point per vertebra (VerSe id -> LPS mm), the deepest voxel of its reference mask, and the
+    reference masks; vertebrae cut by the field of view (< 2 cm3) are left out."""
     ct.require_same_grid(mask, "reference mask")
     reference, points = {}, {}
     for value, vid in ids.items():
@@ -47,6 +48,12 @@ def run(ct_path: Path, mask_path: Path, ids: dict[int, int], title: str) -> None
         k, j, i = np.unravel_index(np.argmax(depth), depth.shape)
         points[vid] = ct.index_to_physical([i, j, k])
         reference[vid] = region
+    return points, reference
+
+
+def run(ct_path: Path, mask_path: Path, ids: dict[int, int], title: str) -> None:
+    ct = read_volume(ct_path)
+    points, reference = reference_points(ct, read_volume(mask_path), ids)
     started = time.perf_counter()
     labels = segment_vertebrae(ct, points)
     seconds = time.perf_counter() - started

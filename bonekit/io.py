@@ -96,6 +96,7 @@ def _read_file(path: Path, series_uid: str | None) -> Volume:
         raise BoneKitError(
             f"{path}: a 3D image is needed, but this file is {reader.GetDimension()}D "
             f"(size {reader.GetSize()}).")
+    _check_nifti_length(path)
     try:
         image = reader.Execute()
     except RuntimeError as exc:
@@ -103,6 +104,47 @@ def _read_file(path: Path, series_uid: str | None) -> Volume:
     volume = Volume.from_sitk(image, metadata={"source": str(path)})
     volume.modality = _meta(reader, "modality") or None
     return volume
+
+
+def _check_nifti_length(path: Path) -> None:
+    """Refuse a NIfTI file shorter than its header says: ITK's reader fills the missing voxels with
+    zeros without a word, and a truncated scan (an interrupted copy) would be measured as if whole."""
+    import gzip
+    import struct
+    import zlib
+
+    name = path.name.lower()
+    if not name.endswith((".nii", ".nii.gz")):
+        return
+    opener = gzip.open if name.endswith(".gz") else open
+    try:
+        with opener(path, "rb") as f:
+            header = f.read(352)
+            if len(header) < 348:
+                raise BoneKitError(f"{path}: the file is truncated (its NIfTI header is incomplete).")
+            for order in "<>":
+                if struct.unpack(order + "i", header[:4])[0] in (348, 540):
+                    break
+            else:
+                return   # not NIfTI-1 or -2 after all: let ITK judge
+            if struct.unpack(order + "i", header[:4])[0] != 348:
+                return   # NIfTI-2: ITK reads it whole or fails
+            dims = struct.unpack(order + "8h", header[40:56])
+            bitpix = struct.unpack(order + "h", header[72:74])[0]
+            offset = int(struct.unpack(order + "f", header[108:112])[0])
+            voxels = int(np.prod([max(1, d) for d in dims[1:1 + max(1, min(dims[0], 7))]], dtype=np.int64))
+            expected = max(offset, 352) + voxels * max(bitpix, 8) // 8
+            length = len(header)
+            while True:
+                chunk = f.read(1 << 22)
+                if not chunk:
+                    break
+                length += len(chunk)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise BoneKitError(f"{path}: the file is damaged or truncated ({exc}).") from None
+    if length < expected:
+        raise BoneKitError(f"{path}: the file is truncated: its header describes {expected} bytes of image but it "
+                           f"holds {length}. Copy or export it again.")
 
 
 def _read_dicom_series(folder: Path, series_uid: str | None, single_file: Path | None = None) -> Volume:

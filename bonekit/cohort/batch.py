@@ -174,7 +174,7 @@ def process_case(case: Case, folder: Path, settings: BatchSettings, step_log: li
                                                threshold=settings.morphometry_threshold, maps=True)
                     rows[label].update(prefixed_scalars("app.", r))
                     write_volume(thickness["Tb.Th"], maps / map_file(vertebra_name(label), "Tb.Th"))
-        if "focal" in steps:
+        if "focal" in steps and np.asarray(masks.roi.array).any():   # no ROI (small bodies, coarse CT): empty
             from ..focal import focal_regions
 
             step("focal")
@@ -452,8 +452,7 @@ def gather(cases: list[Case], out: Path, steps: Sequence[str] = ("vertebra", "mo
         folder = out / "cases" / case.case
         status = _read_json(folder / STATUS_FILE) or {"state": "missing", "step": "", "error": "not run"}
         if status.get("state") != "done":
-            failures.append({"case": case.case, "step": status.get("step", ""), "error": status.get("error", ""),
-                             "seconds": status.get("seconds", "")})
+            failures.append({"case": case.case, "step": status.get("step", ""), "error": status.get("error", "")})
             continue
         result = _read_json(folder / RESULTS_FILE) or {"vertebrae": []}
         for row in result["vertebrae"]:
@@ -478,7 +477,7 @@ def gather(cases: list[Case], out: Path, steps: Sequence[str] = ("vertebra", "mo
     files["columns"] = out / "columns.csv"
     with atomic_path(out / "failures.csv", ".csv") as tmp:
         with open(tmp, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["case", "step", "error", "seconds"])
+            writer = csv.DictWriter(f, fieldnames=["case", "step", "error"])   # no time: the table is reproducible
             writer.writeheader()
             writer.writerows(failures)
     files["failures"] = out / "failures.csv"
