@@ -174,3 +174,34 @@ def test_a_case_without_trabecular_roi_is_measured_without_focal_columns(cohort,
     assert [r["vertebra"] for r in result] == ["L1", "L2"]
     assert all(r["ROI.V"] == 0 and not any(k.startswith("focal.") for k in r) for r in result)
     assert all(r["app.BV/TV"] > 0 and r["Ha"] > 0 for r in result)
+
+
+def test_sr_step_measures_the_super_resolved_voi_and_each_case_holds_one_gpu(cohort, tmp_path):
+    """The sr step (demo BoneSR model, on the CPU here): sr.* columns from the VOI's super-resolved image
+    at the CT's spacing / the model's scale, equal to the in-process pipeline; with --gpus each case's
+    process sees exactly one of the listed devices."""
+    pytest.importorskip("torch")
+    from bonekit.sr.model import load_model
+    from bonekit.models import resolve_model
+
+    root, manifest = cohort
+    good = root / "sr.csv"   # the two good cases
+    good.write_text("\n".join(manifest.read_text().splitlines()[:3]) + "\n")
+    settings = BatchSettings(steps=("segment", "vertebra", "sr"), sr_allow_spacing=True, sr_device="cpu")
+    summary = run_batch(good, tmp_path / "run", settings, workers=2, gpus=["7", "8"])
+    assert summary.failed == [] and summary.rows == 4
+    table = rows(tmp_path / "run" / "results.csv")
+    scale = load_model(resolve_model("demo", "sr"))[0].scale
+    for row in table:
+        assert 0 < float(row["sr.BV/TV"]) < 1 and float(row["sr.Tb.Th"]) > 0 and row["sr.device"] == "cpu"
+        assert float(row["sr.spacing_mm"]) == pytest.approx(1.5 / scale, rel=1e-6)
+    units = {r["column"]: r["unit"] for r in rows(tmp_path / "run" / "columns.csv")}
+    assert units["sr.Tb.Th"] == "mm" and units["sr.spacing_mm"] == "mm" and "app.BV/TV" not in units
+    statuses = [json.loads((tmp_path / "run" / "cases" / c / "status.json").read_text()) for c in ("p1", "p2")]
+    assert sorted(s["gpus_visible"] for s in statuses) in (["7", "8"], ["7", "7"], ["8", "8"])
+    case = next(c for c in read_manifest(good) if c.case == "p1")
+    (tmp_path / "p1").mkdir()
+    truth = process_case(case, tmp_path / "p1", settings)["vertebrae"]
+    assert [float(r["sr.BV/TV"]) for r in table[:2]] == pytest.approx([t["sr.BV/TV"] for t in truth], rel=1e-6)
+    with pytest.raises(BoneKitError, match="Unknown step 'sr2'"):
+        read_manifest(good, "segment,sr2")

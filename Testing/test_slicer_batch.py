@@ -68,7 +68,8 @@ def test_bad_manifest_or_arguments_exit_2_and_write_nothing(slicer_app, cohort, 
     error = capsys.readouterr().err
     assert "nothing was run" in error and "line 2 (case a): the segment step needs a points file" in error
     assert "line 3 (case b): image missing.nii.gz does not exist" in error
-    for arguments, message in ((["--steps", "segment,sr"], "Unknown step 'sr'"),
+    for arguments, message in ((["--steps", "segment,sr"], "The sr step runs in 'bonekit batch'"),
+                               (["--steps", "segment,sr2"], "Unknown step 'sr2'"),
                                (["--threshold", "bright"], "The morphometry threshold must be"),
                                ([], "the following arguments are required: --out")):  # argparse's usage
         out_ = ["--out", str(out)] if arguments else []

@@ -139,6 +139,9 @@ def runBatch(manifest, out, steps: Sequence[str] | str = STEPS, retryFailed: boo
     from BoneMorphometryLib.Trabecular import parseMorphometryThreshold
 
     settings = BatchSettings(steps=check_steps(steps), morphometry_threshold=str(threshold))
+    if "sr" in settings.steps:
+        raise BoneKitError("The sr step runs in 'bonekit batch' (a process per case, one GPU each), not in the "
+                           "Slicer batch; leave it out here.")
     parseMorphometryThreshold(settings.morphometry_threshold)   # checked before any work, as the manifest
     scene = slicer.mrmlScene if scene is None else scene
 

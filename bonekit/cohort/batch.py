@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
 import shutil
 import subprocess
 import sys
@@ -64,6 +65,11 @@ class BatchSettings:
     morphometry_threshold: str = "default"
     #: seconds one case may take before it is stopped and recorded as failed (0: no limit)
     timeout_s: float = 0.0
+    #: the sr step: BoneSR model (catalogue name or file), device, and whether to run a model trained
+    #: at another voxel size than the CT's
+    sr_model: str = "demo"
+    sr_device: str = "auto"
+    sr_allow_spacing: bool = False
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -181,9 +187,29 @@ def process_case(case: Case, folder: Path, settings: BatchSettings, step_log: li
             for label, r, focal in focal_regions(ct, masks.roi, calibration):
                 rows[label].update(prefixed_scalars("focal.", r))
                 write_volume(focal["FocalBMCLoss"], maps / map_file(vertebra_name(label), "FocalBMCLoss"))
+        if "sr" in steps:
+            step("sr")
+            for label in rows:
+                voi = masks.voi.array == label
+                if voi.any():
+                    rows[label].update(_super_resolved_morphometry(ct, masks.voi.with_array(voi.astype(np.uint8)),
+                                                                   settings))
     for label, row in rows.items():
         row.setdefault("vertebra", vertebra_name(label))
     return {"vertebrae": [rows[k] for k in sorted(rows)]}
+
+
+def _super_resolved_morphometry(ct, voi, settings: BatchSettings) -> dict:
+    """``sr.*`` columns: morphometry inside the VOI of its BoneSR super-resolved image (Jin et al. 2021)."""
+    from ..models import resolve_model
+    from ..morphometry import morphometry
+    from ..sr.infer import super_resolve
+
+    result = super_resolve(ct, resolve_model(settings.sr_model, "sr"), roi=voi, margin_mm=1.0,
+                           device=settings.sr_device, allow_spacing=settings.sr_allow_spacing)
+    fine = result.volume
+    r, _ = morphometry(fine, voi.labels_on(fine), threshold=settings.morphometry_threshold)
+    return {**prefixed_scalars("sr.", r), "sr.device": result.device, "sr.spacing_mm": float(min(fine.spacing))}
 
 
 def write_case_record(case: Case, folder: Path, settings: BatchSettings, ct, calibration=None) -> Path:
@@ -231,6 +257,8 @@ def compute_case(case: Case, folder: Path, settings: BatchSettings, fingerprint:
     steps: list = []
     started = time.perf_counter()
     status = {"case": case.case, "fingerprint": fingerprint, "bonekit": __version__}
+    if "sr" in settings.steps:
+        status["gpus_visible"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         result = compute(case, folder, settings, steps)
         (folder / RESULTS_FILE).write_text(json.dumps(result, indent=1, default=_json_default, allow_nan=True))
@@ -260,10 +288,12 @@ def _json_default(obj):
     raise TypeError(f"{type(obj).__name__} is not JSON serialisable")
 
 
-def execute_case(case: dict, out: str, settings: dict, fingerprint: str, threads: int = 1) -> dict:
+def execute_case(case: dict, out: str, settings: dict, fingerprint: str, threads: int = 1,
+                 gpu: str | None = None) -> dict:
     """Compute one case in a child process and publish its folder; returns its status (never raises).
 
     Runs in the parent's worker threads, or on a Dask worker: both start the same child command.
+    ``gpu`` (a CUDA device id) is the only GPU the child sees (``CUDA_VISIBLE_DEVICES``).
     """
     from .. import __version__
 
@@ -277,6 +307,8 @@ def execute_case(case: dict, out: str, settings: dict, fingerprint: str, threads
         env[name] = str(max(1, int(threads)))
     root = str(Path(__file__).resolve().parents[2])
     env["PYTHONPATH"] = os.pathsep.join([root, *[p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p]])
+    if gpu is not None:
+        env["CUDA_VISIBLE_DEVICES"] = str(gpu)
     timeout = settings.get("timeout_s") or None
     started = time.perf_counter()
     try:
@@ -333,12 +365,14 @@ def pending_cases(cases: list[Case], out: Path, settings: BatchSettings, retry_f
 def run_batch(manifest, out, settings: BatchSettings | None = None, workers: int = 1, scheduler: str | None = None,
               retry_failed: bool = False, progress: Callable[[float, str], None] | None = None,
               log: Callable[[str], None] | None = None, compute: Callable[..., dict] | None = None,
-              runner: str = "bonekit") -> BatchSummary:
+              runner: str = "bonekit", gpus: Sequence[str] | None = None) -> BatchSummary:
     """Run every case of ``manifest`` that has not finished with the same fingerprint, then gather.
 
     ``compute`` (a function like :func:`process_case`) computes the cases one after the other in this
     process instead of child processes: how the Slicer batch runs the modules' logic. ``runner`` is
-    recorded in ``batch.json``.
+    recorded in ``batch.json``. ``gpus`` (CUDA device ids) gives each running case one GPU of its own;
+    with fewer GPUs than ``workers`` only as many cases run at once. On Dask, start one worker per GPU
+    (each with its ``CUDA_VISIBLE_DEVICES``, as dask-cuda does): the case's process inherits it.
     """
     settings = settings or BatchSettings()
     settings = BatchSettings(**{**settings.to_dict(), "steps": check_steps(settings.steps)})
@@ -367,8 +401,19 @@ def run_batch(manifest, out, settings: BatchSettings | None = None, workers: int
         statuses = _run_dask(jobs, scheduler, progress, log)
     elif jobs:
         threads = max(1, (os.cpu_count() or 1) // workers)
+        free = queue.Queue()              # GPU ids: a running case holds one, no two cases share one
+        for gpu in (gpus if gpus else [None] * workers):
+            free.put(gpu)
+
+        def one(job):
+            gpu = free.get()
+            try:
+                return execute_case(*job, threads, gpu)
+            finally:
+                free.put(gpu)
+
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            futures = [pool.submit(execute_case, *job, threads) for job in jobs]
+            futures = [pool.submit(one, job) for job in jobs]
             for n, future in enumerate(as_completed(futures), start=1):
                 statuses.append(report_status(future.result(), n, len(jobs), progress, log))
     summary.computed = [s["case"] for s in statuses]
@@ -427,6 +472,13 @@ def _columns(steps: Sequence[str]) -> list[dict]:
         rows += [{"column": f"app.{c['name']}", "unit": c["unit"] or "", "step": "morphometry",
                   "definition": f"apparent (CT-resolution) {c['description']}, inside the vertebra's cylindrical VOI"}
                  for c in _scalar_columns(MorphometryResult)]
+    if "sr" in steps:
+        rows += [{"column": f"sr.{c['name']}", "unit": c["unit"] or "", "step": "sr",
+                  "definition": f"super-resolved (BoneSR) {c['description']}, inside the vertebra's cylindrical VOI"}
+                 for c in _scalar_columns(MorphometryResult)]
+        rows += [{"column": "sr.device", "unit": "", "step": "sr", "definition": "where the BoneSR generator ran"},
+                 {"column": "sr.spacing_mm", "unit": "mm", "step": "sr",
+                  "definition": "voxel size of the super-resolved image (the CT's / the model's scale)"}]
     if "focal" in steps:
         rows += [{"column": f"focal.{c['name']}", "unit": c["unit"] or "", "step": "focal",
                   "definition": f"{c['description']}, in the vertebra's trabecular ROI"}

@@ -161,10 +161,12 @@ def cmd_batch(args) -> int:
     settings = BatchSettings(steps=tuple(s.strip() for s in args.steps.split(",") if s.strip()),
                              erosion_mm=args.erosion, voi_diameter_mm=args.voi_diameter,
                              voi_half_height_mm=args.voi_half_height, morphometry_threshold=args.threshold,
-                             timeout_s=args.timeout)
+                             timeout_s=args.timeout, sr_model=args.sr_model, sr_device=args.sr_device,
+                             sr_allow_spacing=args.allow_spacing)
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else None
     with progress_for(args, "batch") as progress:
         summary = run_batch(args.manifest, args.out, settings, workers=args.workers, scheduler=args.scheduler,
-                            retry_failed=args.retry_failed, progress=progress, log=log)
+                            retry_failed=args.retry_failed, progress=progress, log=log, gpus=gpus)
     print(f"{summary.cases} cases: {len(summary.computed)} computed, {len(summary.skipped)} already finished, "
           f"{len(summary.failed)} failed; {summary.rows} vertebra rows in {summary.seconds:.1f} s")
     for name, path in summary.files.items():
@@ -174,14 +176,15 @@ def cmd_batch(args) -> int:
 
 def add_batch_parser(sub) -> None:
     """Register ``bonekit batch``."""
-    from .manifest import STEPS
+    from .manifest import ALL_STEPS, STEPS
 
     p = sub.add_parser("batch", help="per-vertebra measurements of a cohort (a manifest of CTs), resumable, on "
                                      "worker processes or a Dask cluster")
     p.add_argument("manifest", help="CSV with columns case, image [, points, labels, calibration, metadata...]")
     p.add_argument("--out", required=True, help="output folder (cases/<case>/, results.csv/.parquet, "
                                                 "columns.csv, failures.csv, batch.json)")
-    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps (default {','.join(STEPS)})")
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated steps of {','.join(ALL_STEPS)} "
+                                                           f"(default {','.join(STEPS)})")
     p.add_argument("--workers", type=int, default=1, help="cases computed at once on this machine (default 1)")
     p.add_argument("--scheduler", metavar="ADDRESS", help="run on this Dask distributed scheduler "
                                                           "(tcp://host:8786) instead")
@@ -191,6 +194,11 @@ def add_batch_parser(sub) -> None:
     p.add_argument("--voi-diameter", type=float, default=15.0, help="VOI diameter in mm (default 15)")
     p.add_argument("--voi-half-height", type=float, default=5.0, help="VOI half height in mm (default 5)")
     p.add_argument("--threshold", default="default", help="morphometry threshold (default: ImageJ Default)")
+    p.add_argument("--sr-model", default="demo", help="sr step: BoneSR model, catalogue name or file (default demo)")
+    p.add_argument("--sr-device", default="auto", help="sr step: auto, cuda or cpu (default auto)")
+    p.add_argument("--allow-spacing", action="store_true",
+                   help="sr step: run a model trained at another voxel size than the CT's")
+    p.add_argument("--gpus", metavar="IDS", help="CUDA device ids (0,1,...): each running case gets one of its own")
     p.add_argument("--progress-lines", action="store_true", help="print 'PROGRESS fraction message' lines")
     p.set_defaults(func=cmd_batch)
 

@@ -27,10 +27,12 @@ from typing import Sequence
 
 from ..errors import BoneKitError
 
-__all__ = ["Case", "STEPS", "REQUIRED_COLUMNS", "PATH_COLUMNS", "read_manifest", "check_steps"]
+__all__ = ["Case", "STEPS", "ALL_STEPS", "REQUIRED_COLUMNS", "PATH_COLUMNS", "read_manifest", "check_steps"]
 
-#: The steps a batch can run, in the order they run.
+#: The steps a batch runs by default, in the order they run.
 STEPS = ("segment", "vertebra", "morphometry", "focal")
+#: Every step, in running order: ``sr`` (super-resolution of each VOI, then morphometry on it) is asked for.
+ALL_STEPS = (*STEPS, "sr")
 REQUIRED_COLUMNS = ("case", "image")
 PATH_COLUMNS = ("image", "points", "labels", "calibration")
 _CASE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
@@ -62,15 +64,15 @@ def check_steps(steps: Sequence[str] | str) -> tuple[str, ...]:
     steps that measure inside its masks."""
     if isinstance(steps, str):
         steps = [s.strip() for s in steps.split(",") if s.strip()]
-    unknown = [s for s in steps if s not in STEPS]
+    unknown = [s for s in steps if s not in ALL_STEPS]
     if unknown:
-        raise BoneKitError(f"Unknown step {', '.join(repr(s) for s in unknown)}: choose from {', '.join(STEPS)}.")
+        raise BoneKitError(f"Unknown step {', '.join(repr(s) for s in unknown)}: choose from {', '.join(ALL_STEPS)}.")
     if not steps:
-        raise BoneKitError(f"No step chosen: choose from {', '.join(STEPS)}.")
+        raise BoneKitError(f"No step chosen: choose from {', '.join(ALL_STEPS)}.")
     chosen = set(steps)
-    if chosen & {"morphometry", "focal"}:
+    if chosen & {"morphometry", "focal", "sr"}:
         chosen.add("vertebra")   # they measure inside the vertebra step's VOI and ROI
-    return tuple(s for s in STEPS if s in chosen)
+    return tuple(s for s in ALL_STEPS if s in chosen)
 
 
 def read_manifest(path, steps: Sequence[str] | str = STEPS) -> list[Case]:
