@@ -508,7 +508,7 @@ def render_report(record: CaseRecord, generated: str | None = None) -> str:
     image = record.ct.describe()
     generated = generated or _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     metadata = "".join(f"<div><dt>{html.escape(str(k))}</dt><dd>{html.escape(str(v))}</dd></div>"
-                       for k, v in (case.get("metadata") or {}).items())
+                       for k, v in (case.get("metadata") or {}).items() if str(v).strip())
     spacing = " × ".join(f"{s:.3g}" for s in image["spacing_mm"])
     size = " × ".join(str(s) for s in image["size_ijk"])
     table, shown = _table(record, definitions)
