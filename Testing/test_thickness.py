@@ -8,16 +8,27 @@ from bonekit import BoneKitError
 from bonekit.thickness import local_thickness, thickness_stats
 
 
-def brute_force(binary):
-    """max over all centres c with |x - c|^2 <= d2(c) of 2 sqrt(d2(c)): the definition, evaluated literally."""
-    d2 = np.rint(ndimage.distance_transform_edt(binary) ** 2)
-    centres = np.argwhere(binary)
-    r2 = d2[binary]
+def brute_force(binary, spacing=(1.0, 1.0, 1.0)):
+    """max over all centres c with |x - c|^2 <= d2(c) of 2 sqrt(d2(c)), d2(c) the squared distance
+    (mm) from c to the nearest background voxel centre: the definition, evaluated literally."""
+    s = np.asarray(spacing, float)
+    fg, bg = np.argwhere(binary) * s, np.argwhere(~binary) * s
+    d2 = np.array([((bg - c) ** 2).sum(axis=1).min() for c in fg])
     out = np.full(binary.shape, np.nan)
-    for x in np.argwhere(binary):
-        inside = ((centres - x) ** 2).sum(axis=1) <= r2
-        out[tuple(x)] = 2 * np.sqrt(r2[inside].max())
+    for i, x in zip(np.argwhere(binary), fg):
+        inside = ((fg - x) ** 2).sum(axis=1) <= d2 * (1 + 1e-12)
+        out[tuple(i)] = 2 * np.sqrt(d2[inside].max())
     return out
+
+
+def blobs(shape, sigma, level, seed, ball=None):
+    """A smooth random structure, with a ball of radius ``ball`` voxels at its centre if given."""
+    rng = np.random.default_rng(seed)
+    structure = ndimage.gaussian_filter(rng.standard_normal(shape), sigma) > level
+    if ball:
+        grid = np.indices(shape) - (np.array(shape) // 2)[:, None, None, None]
+        structure |= (grid ** 2).sum(axis=0) <= ball ** 2
+    return structure
 
 
 @pytest.mark.parametrize("t, expected", [(2, 2), (3, 4), (4, 4), (5, 6), (8, 8)])
@@ -38,18 +49,24 @@ def test_sphere_diameter():
     assert np.isnan(th[~sphere]).all()
 
 
-def test_matches_the_definition_on_a_random_structure():
-    rng = np.random.default_rng(5)
-    structure = ndimage.gaussian_filter(rng.standard_normal((18, 18, 18)), 1.5) > 0.05
-    np.testing.assert_allclose(local_thickness(structure, clean_up=False), brute_force(structure), equal_nan=True)
+@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (0.7, 0.3, 0.45)])
+@pytest.mark.parametrize("ball", [None, 8])
+def test_matches_the_definition_on_a_random_structure(spacing, ball):
+    """Thin parts (balls painted voxel by voxel) and, with the ball, radii of 6 voxels and more
+    (painted row by row in descending size), on isotropic and anisotropic voxels."""
+    structure = blobs((22, 22, 22), 1.5, 0.05, 5, ball)
+    got = local_thickness(structure, spacing, clean_up=False)
+    np.testing.assert_allclose(got, brute_force(structure, spacing), rtol=1e-12, equal_nan=True)
 
 
-def test_periodic_tile_equals_the_middle_of_a_tiled_block():
+@pytest.mark.parametrize("n, sigma, spacing", [(16, 1.5, 1.0), (24, 4.0, (0.5, 0.4, 0.6))])
+def test_periodic_tile_equals_the_middle_of_a_tiled_block(n, sigma, spacing):
+    """Thin and thick (balls over 6 voxels wide) tiles; the clean-up wraps too."""
     rng = np.random.default_rng(6)
-    tile = ndimage.gaussian_filter(rng.standard_normal((16, 16, 16)), 1.5, mode="wrap") > 0.1
-    periodic = local_thickness(tile, periodic=True)
-    tiled = local_thickness(np.tile(tile, (3, 3, 3)))
-    np.testing.assert_allclose(periodic, tiled[16:32, 16:32, 16:32], equal_nan=True)
+    tile = ndimage.gaussian_filter(rng.standard_normal((n, n, n)), sigma, mode="wrap") > 0.02
+    periodic = local_thickness(tile, spacing, periodic=True)
+    tiled = local_thickness(np.tile(tile, (3, 3, 3)), spacing)
+    np.testing.assert_allclose(periodic, tiled[n:2 * n, n:2 * n, n:2 * n], rtol=1e-12, equal_nan=True)
 
 
 def test_refuses_empty_and_full_structures():

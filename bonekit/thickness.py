@@ -15,26 +15,35 @@ plugin calls) discretises this as
    none (BoneJ ``Clean_Up_Local_Thickness``);
 5. mask artefacts (BoneJ's default): voxels outside the structure are dropped (NaN here).
 
-All five steps are implemented here, with three differences that do not change a value:
-step 1 is an exact separable transform (Felzenszwalb & Huttenlocher) run in parallel; step 2
-prunes by exact continuous-ball containment (a pruned ball is inside a larger one, so it
-never sets a maximum); step 3 paints slabs of the image in parallel.
+All five steps are implemented here, with differences that do not change a value:
+
+- step 1 is an exact separable transform (Felzenszwalb & Huttenlocher), run in parallel, that
+  treats each run of foreground between two background voxels on a line on its own (short
+  runs by brute force);
+- step 2 uses BoneJ's digital-ball templates on isotropic voxels (all 26 tests at once) and
+  exact continuous-ball containment otherwise (a pruned ball is inside a larger one, so it
+  never sets a maximum); it returns the centres in raster order;
+- step 3 paints slabs of the image in parallel, small balls row by row from a table of the
+  digital balls, large ones in descending size with skip pointers past painted voxels;
+- steps 4 and 5 are one pass, in the memory of the distance map, so two volumes of float64
+  are the peak.
 
 Anisotropic voxels: every distance is physical (mm), so balls are spheres in mm, not in
 voxels. BoneJ warns and measures in voxels; for isotropic voxels the two are the same.
-Periodic boundaries (for tileable phantom blocks) wrap steps 1, 3 and 4.
+Periodic boundaries (for tileable phantom blocks) wrap steps 1 and 4; step 3 paints on the
+padded grid of step 1 and folds it back onto the tile.
 """
 
 from __future__ import annotations
 
 import numba
 import numpy as np
-from scipy import ndimage
 
 from .errors import BoneKitError
 
 _INF = np.inf
 _TEMPLATE_V = 200 * 200
+_SHORT_RUN = 24  # distance-transform runs up to this long: brute force
 _LARGE_BALL_VOXELS = 6.0  # ball radius (voxels) from which painting by rows pays
 
 
@@ -83,7 +92,8 @@ def _envelope_1d(f, w2, out, v, z):
 
 @numba.njit(cache=True, parallel=True)
 def _edt_lines(a, w2):
-    """In place: the 1D envelope along the last axis of a 3D float64 array (any strides)."""
+    """In place: the 1D envelope along the last axis of a 3D float64 array (any strides) of
+    non-negative values, whose zeros stay zero."""
     n0, n1, n = a.shape
     for i in numba.prange(n0):
         f = np.empty(n)
@@ -92,8 +102,50 @@ def _edt_lines(a, w2):
         z = np.empty(n + 1)
         for j in range(n1):
             f[:] = a[i, j, :]
-            _envelope_1d(f, w2, out, v, z)
-            a[i, j, :] = out
+            # a zero (background) voxel is nearer to the voxels beyond it than anything further
+            # out, so each run of non-zero values needs only itself and the zeros around it
+            s = 0
+            while s < n:
+                if f[s] == 0:
+                    s += 1
+                    continue
+                e = s
+                while e < n and f[e] != 0:
+                    e += 1
+                lo, hi = max(s - 1, 0), min(e + 1, n)
+                if hi - lo <= _SHORT_RUN:  # brute force beats the envelope's divisions
+                    for q in range(s, e):
+                        best = _INF
+                        for p in range(lo, hi):
+                            best = min(best, f[p] + w2 * (q - p) * (q - p))
+                        a[i, j, q] = best
+                else:
+                    _envelope_1d(f[lo:hi], w2, out[lo:hi], v, z)
+                    a[i, j, s:e] = out[s:e]
+                s = e
+
+
+@numba.njit(cache=True, parallel=True)
+def _edt_rows(binary, w2):
+    """The first pass of the transform, along x: squared distance to the nearest background
+    voxel of the row (inf when the row has none), by a scan each way."""
+    nz, ny, nx = binary.shape
+    out = np.empty(binary.shape)
+    for z in numba.prange(nz):
+        for y in range(ny):
+            row = out[z, y]
+            last = -1
+            for x in range(nx):
+                if not binary[z, y, x]:
+                    last = x
+                row[x] = _INF if last < 0 else w2 * (x - last) ** 2
+            last = -1
+            for x in range(nx - 1, -1, -1):
+                if not binary[z, y, x]:
+                    last = x
+                elif last >= 0:
+                    row[x] = min(row[x], w2 * (last - x) ** 2)
+    return out
 
 
 def squared_edt(binary: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
@@ -101,8 +153,8 @@ def squared_edt(binary: np.ndarray, spacing=(1.0, 1.0, 1.0)) -> np.ndarray:
     foreground voxel centre to the nearest background voxel centre; 0 on the background,
     inf where the image holds no background. The image border is not background (BoneJ)."""
     sz, sy, sx = (float(s) for s in spacing)
-    a = np.where(np.asarray(binary, dtype=bool), _INF, 0.0)
-    for axis, s in ((2, sx), (1, sy), (0, sz)):
+    a = _edt_rows(np.ascontiguousarray(binary, dtype=bool), sx * sx)
+    for axis, s in ((1, sy), (0, sz)):
         # lines along ``axis``; the outer loop (in parallel) over the axis that is not x
         view = np.moveaxis(a, axis, -1) if axis != 0 else a.transpose(1, 2, 0)
         _edt_lines(view, s * s)
@@ -138,15 +190,18 @@ def _containment_templates(vmax):
 
 
 @numba.njit(cache=True, parallel=True)
-def _ridge_mask(dt2, spacing, pad, templates):
-    """Foreground centres (off the pad) whose ball is not inside a 26-neighbour's ball.
+def _ridge_centres(dt2, spacing, pad, templates):
+    """Centres (off the pad) whose ball is not inside a 26-neighbour's ball, as (z, y, x) rows in
+    raster order, and their squared radii.
 
     Isotropic voxels (``templates`` non-empty, squared distances in voxels): containment of
     the digital balls, through the templates; otherwise (and beyond the templates' reach)
     containment of the continuous balls, which implies the digital one."""
     nz, ny, nx = dt2.shape
     keep = np.zeros(dt2.shape, np.bool_)
+    counts = np.zeros(nz + 1, np.int64)
     vcap = templates.shape[1] - 1
+    reach = templates.astype(np.float64)
     step = np.empty((3, 3, 3))
     for dz in range(3):
         for dy in range(3):
@@ -154,10 +209,25 @@ def _ridge_mask(dt2, spacing, pad, templates):
                 step[dz, dy, dx] = np.sqrt(((dz - 1) * spacing[0]) ** 2 + ((dy - 1) * spacing[1]) ** 2
                                            + ((dx - 1) * spacing[2]) ** 2)
     for z in numba.prange(pad, nz - pad):
+        n = 0
         for y in range(pad, ny - pad):
             for x in range(pad, nx - pad):
                 v = dt2[z, y, x]
                 if v == 0:
+                    continue
+                if v <= vcap and 0 < z < nz - 1 and 0 < y < ny - 1 and 0 < x < nx - 1:
+                    # digital balls away from the edges: all 26 tests at once, no branches
+                    t0, t1, t2 = reach[0, int(v)], reach[1, int(v)], reach[2, int(v)]
+                    hits = 0
+                    for dz in range(-1, 2):
+                        for dy in range(-1, 2):
+                            row = dt2[z + dz, y + dy]
+                            t = t0 if dz == 0 and dy == 0 else (t1 if dz == 0 or dy == 0 else t2)
+                            tc = _INF if dz == 0 and dy == 0 else (t0 if dz == 0 or dy == 0 else t1)
+                            hits += (row[x - 1] >= t) + (row[x + 1] >= t) + (row[x] >= tc)
+                    if hits == 0:
+                        keep[z, y, x] = True
+                        n += 1
                     continue
                 r = np.sqrt(v)
                 inside = False
@@ -187,65 +257,117 @@ def _ridge_mask(dt2, spacing, pad, templates):
                             break
                     if inside:
                         break
-                keep[z, y, x] = not inside
-    return keep
+                if not inside:
+                    keep[z, y, x] = True
+                    n += 1
+        counts[z + 1] = n
+    for z in range(nz):
+        counts[z + 1] += counts[z]
+    centres = np.empty((counts[nz], 3), np.int64)
+    r2 = np.empty(counts[nz])
+    for z in numba.prange(nz):
+        m = counts[z]
+        for y in range(ny):
+            for x in range(nx):
+                if keep[z, y, x]:
+                    centres[m, 0] = z
+                    centres[m, 1] = y
+                    centres[m, 2] = x
+                    r2[m] = dt2[z, y, x]
+                    m += 1
+    return centres, r2
+
+
+@numba.njit(cache=True)
+def _half_width(rem, s, iso):
+    """floor(sqrt(rem) / s): the half-width in voxels of a ball's chord (``rem`` is integer when iso)."""
+    if rem <= 0.0:
+        return 0
+    if iso:
+        k = int(np.sqrt(rem))  # exact floor of sqrt of an integer below 2^52, after one correction
+        while k * k > rem:
+            k -= 1
+        while (k + 1) * (k + 1) <= rem:
+            k += 1
+        return k
+    return int(np.floor(np.sqrt(rem) / s + 1e-9))
+
+
+@numba.njit(cache=True)
+def _ball_rows(vmax):
+    """Rows of the digital balls ``|x|^2 <= v`` for integer v < ``vmax`` (isotropic voxels):
+    the rows of ball v are ``start[v]:start[v + 1]``, each a (dz, dy) and a half-width dx."""
+    r = int(np.sqrt(max(vmax, 0))) + 1
+    start = np.zeros(max(vmax, 0) + 1, np.int64)
+    for v in range(vmax):
+        n = 0
+        for dz in range(-r, r + 1):
+            for dy in range(-r, r + 1):
+                if dz * dz + dy * dy <= v:
+                    n += 1
+        start[v + 1] = start[v] + n
+    rows = np.empty((start[-1], 3), np.int64)
+    m = 0
+    for v in range(vmax):
+        for dz in range(-r, r + 1):
+            for dy in range(-r, r + 1):
+                if dz * dz + dy * dy <= v:
+                    rows[m, 0], rows[m, 1], rows[m, 2] = dz, dy, _half_width(v - dz * dz - dy * dy, 1.0, True)
+                    m += 1
+    return start, rows
+
+
+@numba.njit(cache=True)
+def _max_run(row, a, b, v):
+    """row[a:b] = max(row[a:b], v), clipped to the row."""
+    for x in range(max(a, 0), min(b, row.shape[0])):
+        row[x] = max(row[x], v)
 
 
 @numba.njit(cache=True, parallel=True)
-def _paint_balls(shape, centres, r2, spacing, periodic, n_slabs):
-    """Each ridge ball writes max(r^2) into the voxels it covers (|x-c|^2 <= r^2, in mm).
+def _paint_balls(out, centres, r2, spacing, iso, below, n_slabs):
+    """Each ball with r^2 < ``below`` writes max(r^2) into the voxels of ``out`` it covers
+    (|x-c|^2 <= r^2, in mm).
 
     The z axis is cut into slabs painted in parallel; each slab writes only its own voxels,
     so there is no write race. Centres are sorted by z, so each slab scans only the centres
-    whose ball can reach it.
+    whose ball can reach it. ``iso``: unit voxels and integer r^2, so each ball's rows come
+    from a table of the digital balls.
     """
-    nz, ny, nx = shape
+    nz, ny, nx = out.shape
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
-    out = np.zeros(shape)
     bounds = np.linspace(0, nz, n_slabs + 1).astype(np.int64)
     reach = 0
     for p in range(r2.shape[0]):
-        reach = max(reach, int(np.floor(np.sqrt(r2[p]) / sz)))
+        if r2[p] < below:
+            reach = max(reach, _half_width(r2[p], sz, iso))
+    start, rows = _ball_rows(int(np.ceil(below)) if iso else 0)
     for s in numba.prange(n_slabs):
         z0, z1 = bounds[s], bounds[s + 1]
-        if periodic:
-            first, last = 0, r2.shape[0]
-        else:
-            first = np.searchsorted(centres[:, 0], z0 - reach)
-            last = np.searchsorted(centres[:, 0], z1 + reach)
+        first = np.searchsorted(centres[:, 0], z0 - reach)
+        last = np.searchsorted(centres[:, 0], z1 + reach)
         for p in range(first, last):
             cz, cy, cx, v = centres[p, 0], centres[p, 1], centres[p, 2], r2[p]
+            if v >= below:
+                continue
+            if iso:
+                for t in range(start[int(v)], start[int(v) + 1]):
+                    z, y = cz + rows[t, 0], cy + rows[t, 1]
+                    if z0 <= z < z1 and 0 <= y < ny:
+                        _max_run(out[z, y], cx - rows[t, 2], cx + rows[t, 2] + 1, v)
+                continue
             tol = v * 1e-12
-            rz = int(np.floor(np.sqrt(v) / sz + 1e-9))
-            for dz in range(-rz, rz + 1):
-                z = cz + dz
-                if periodic:
-                    z = z % nz
-                if z < z0 or z >= z1:
-                    continue
-                remz = v - (dz * sz) ** 2
+            rz = _half_width(v, sz, iso)
+            for z in range(max(cz - rz, z0), min(cz + rz + 1, z1)):
+                remz = v - ((z - cz) * sz) ** 2
                 if remz < -tol:
                     continue
-                ry = int(np.floor(np.sqrt(max(remz, 0.0)) / sy + 1e-9))
-                for dy in range(-ry, ry + 1):
-                    y = cy + dy
-                    if periodic:
-                        y = y % ny
-                    elif y < 0 or y >= ny:
-                        continue
-                    rem = remz - (dy * sy) ** 2
-                    if rem < -tol:
-                        continue
-                    rx = int(np.floor(np.sqrt(max(rem, 0.0)) / sx + 1e-9))
-                    for dx in range(-rx, rx + 1):
-                        x = cx + dx
-                        if periodic:
-                            x = x % nx
-                        elif x < 0 or x >= nx:
-                            continue
-                        if out[z, y, x] < v:
-                            out[z, y, x] = v
-    return out
+                ry = _half_width(remz, sy, iso)
+                for y in range(max(cy - ry, 0), min(cy + ry + 1, ny)):
+                    rem = remz - ((y - cy) * sy) ** 2
+                    if rem >= -tol:
+                        rx = _half_width(rem, sx, iso)
+                        _max_run(out[z, y], cx - rx, cx + rx + 1, v)
 
 
 @numba.njit(cache=True)
@@ -268,52 +390,43 @@ def _paint_interval(row, nxt, a, b, v):
 
 
 @numba.njit(cache=True, parallel=True)
-def _paint_large_balls(out, centres, r2, spacing):
-    """Paint large balls (not periodic) in descending r^2, so the first ball to reach a voxel
-    sets its value; each row keeps skip pointers past its painted voxels, so a ball costs a
-    step per row it crosses plus the voxels it paints first, not its volume. Voxels already
-    non-zero in ``out`` are left alone (call this before painting smaller balls)."""
+def _paint_large_balls(out, centres, r2, spacing, iso, least):
+    """Paint the balls with r^2 >= ``least`` in descending r^2 into a zeroed ``out``, so the
+    first ball to reach a voxel sets its value. Each slice keeps skip pointers past the painted
+    voxels of each row and past its full rows, and stops when it is full: a ball costs a step
+    per unfinished row it crosses plus the voxels it paints first, not its volume. Call this
+    before painting the smaller balls."""
     nz, ny, nx = out.shape
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
-    order = np.argsort(-r2, kind="mergesort")
-    reach = np.empty(r2.shape[0], np.int64)
-    counts = np.zeros(nz + 1, np.int64)
-    for p in range(r2.shape[0]):
-        reach[p] = int(np.floor(np.sqrt(r2[p]) / sz + 1e-9))
-        lo = max(centres[p, 0] - reach[p], 0)
-        hi = min(centres[p, 0] + reach[p], nz - 1)
-        for z in range(lo, hi + 1):
-            counts[z + 1] += 1
-    for z in range(nz):
-        counts[z + 1] += counts[z]
-    members = np.empty(counts[nz], np.int64)
-    fill = counts[:nz].copy()
-    for q in range(order.shape[0]):  # each slice's list in descending r^2
-        p = order[q]
-        lo = max(centres[p, 0] - reach[p], 0)
-        hi = min(centres[p, 0] + reach[p], nz - 1)
-        for z in range(lo, hi + 1):
-            members[fill[z]] = p
-            fill[z] += 1
+    large = np.nonzero(r2 >= least)[0]
+    order = large[np.argsort(-r2[large], kind="mergesort")]
     for z in numba.prange(nz):
         nxt = np.empty((ny, nx + 1), np.int64)
+        rows = np.empty(ny + 1, np.int64)
         for y in range(ny):
-            for x in range(nx + 1):
+            for x in range(nx):
                 nxt[y, x] = x
-        for m in range(counts[z], counts[z + 1]):
-            p = members[m]
+            nxt[y, nx] = nx
+            rows[y] = y
+        rows[ny] = ny
+        for p in order:
+            if _find(rows, 0) == ny:
+                break  # the slice is full
             v = r2[p]
-            tol = v * 1e-12
+            tol = 0.0 if iso else v * 1e-12
             remz = v - ((z - centres[p, 0]) * sz) ** 2
             if remz < -tol:
                 continue
-            ry = int(np.floor(np.sqrt(max(remz, 0.0)) / sy + 1e-9))
-            for y in range(max(centres[p, 1] - ry, 0), min(centres[p, 1] + ry, ny - 1) + 1):
+            ry = _half_width(remz, sy, iso)
+            y = _find(rows, max(centres[p, 1] - ry, 0))
+            while y <= min(centres[p, 1] + ry, ny - 1):
                 rem = remz - ((y - centres[p, 1]) * sy) ** 2
-                if rem < -tol:
-                    continue
-                rx = int(np.floor(np.sqrt(max(rem, 0.0)) / sx + 1e-9))
-                _paint_interval(out[z, y], nxt[y], max(centres[p, 2] - rx, 0), min(centres[p, 2] + rx, nx - 1), v)
+                if rem >= -tol:
+                    rx = _half_width(rem, sx, iso)
+                    _paint_interval(out[z, y], nxt[y], max(centres[p, 2] - rx, 0), min(centres[p, 2] + rx, nx - 1), v)
+                    if _find(nxt[y], 0) == nx:
+                        rows[y] = y + 1
+                y = _find(rows, y + 1)
 
 
 @numba.njit(cache=True)
@@ -324,44 +437,142 @@ def _neighbour(i, n, periodic):
     return i if 0 <= i < n else -1
 
 
+@numba.njit(cache=True)
+def _max_into(row, other):
+    for x in range(row.shape[0]):
+        row[x] = max(row[x], other[x])
+
+
 @numba.njit(cache=True, parallel=True)
-def _average_interior(s, interior, surface_idx, periodic):
-    """For each surface voxel, the mean of its interior 26-neighbours (or its own value if none)."""
-    nz, ny, nx = s.shape
-    values = np.empty(surface_idx.shape[0])
-    for m in numba.prange(surface_idx.shape[0]):
-        z, y, x = surface_idx[m, 0], surface_idx[m, 1], surface_idx[m, 2]
-        total = 0.0
-        n = 0
-        for dz in range(-1, 2):
-            zz = _neighbour(z + dz, nz, periodic)
-            for dy in range(-1, 2):
-                yy = _neighbour(y + dy, ny, periodic)
-                for dx in range(-1, 2):
-                    xx = _neighbour(x + dx, nx, periodic)
-                    if zz >= 0 and yy >= 0 and xx >= 0 and interior[zz, yy, xx]:
-                        total += s[zz, yy, xx]
-                        n += 1
-        values[m] = total / n if n > 0 else s[z, y, x]
-    return values
+def _dilate_line(a, out, axis, periodic):
+    """``out`` = 3-wide dilation of the uint8 volume ``a`` along ``axis`` (0 beyond the edge
+    unless periodic); whole rows at a time, so the inner loops vectorise."""
+    nz, ny, nx = a.shape
+    for z in numba.prange(nz):
+        for y in range(ny):
+            row = out[z, y]
+            row[:] = a[z, y]
+            if axis == 2:
+                src = a[z, y]
+                for x in range(1, nx - 1):
+                    row[x] = max(src[x - 1], src[x], src[x + 1])
+                for e in range(2):  # the two ends of the row
+                    x = e * (nx - 1)
+                    for d in range(-1, 2, 2):
+                        k = _neighbour(x + d, nx, periodic)
+                        if k >= 0:
+                            row[x] = max(row[x], src[k])
+            elif axis == 1:
+                for d in range(-1, 2, 2):
+                    k = _neighbour(y + d, ny, periodic)
+                    if k >= 0:
+                        _max_into(row, a[z, k])
+            else:
+                for d in range(-1, 2, 2):
+                    k = _neighbour(z + d, nz, periodic)
+                    if k >= 0:
+                        _max_into(row, a[k, y])
 
 
-def _clean_up(thickness: np.ndarray, periodic: bool, region: np.ndarray | None = None) -> np.ndarray:
-    """BoneJ's clean-up (step 4): a painted voxel with an in-image 26-neighbour of value 0 (a
-    surface voxel) takes the mean of its interior (painted, not surface) 26-neighbours. Outside
-    ``region`` is outside the image: neither 0 nor interior."""
-    painted = thickness != 0
-    near_zero = ~painted if region is None else ~painted & region
-    for axis in range(3):  # 3x3x3 dilation of the unpainted voxels, one axis at a time
-        near_zero = ndimage.maximum_filter1d(near_zero, 3, axis=axis, mode="wrap" if periodic else "constant")
-    surface = painted & near_zero
-    interior = painted & ~near_zero
-    if region is not None:
-        interior &= region
-    idx = np.argwhere(surface)
-    out = thickness.copy()
-    out[surface] = _average_interior(thickness, interior, idx, periodic)
+@numba.njit(cache=True, parallel=True)
+def _diameters(r2):
+    """In place: squared radii to diameters, 2 sqrt(r^2)."""
+    nz, ny, nx = r2.shape
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                r2[z, y, x] = 2.0 * np.sqrt(r2[z, y, x])
+
+
+@numba.njit(cache=True, parallel=True)
+def _near_zero(d, region, periodic):
+    """1 where a 26-neighbour (or the voxel itself) is an unpainted voxel of the image (inside
+    ``region`` when it is non-empty), else 0."""
+    nz, ny, nx = d.shape
+    has_region = region.size > 0
+    zero = np.zeros(d.shape, np.uint8)
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if d[z, y, x] == 0 and (not has_region or region[z, y, x]):
+                    zero[z, y, x] = 1
+    near = np.empty_like(zero)
+    _dilate_line(zero, near, 2, periodic)
+    _dilate_line(near, zero, 1, periodic)
+    _dilate_line(zero, near, 0, periodic)
+    return near
+
+
+@numba.njit(cache=True, parallel=True)
+def _cleaned_map(d, near_zero, binary, region, scale, periodic):
+    """``scale * d`` on the structure, NaN elsewhere, with BoneJ's clean-up (step 4) where
+    ``near_zero`` is non-empty: a painted voxel with an in-image 26-neighbour of value 0 (a
+    surface voxel) takes the mean of its interior (painted, not surface) 26-neighbours, or keeps
+    its value if it has none. Outside ``region`` (when it is non-empty) is outside the image:
+    neither 0 nor interior."""
+    nz, ny, nx = d.shape
+    has_region = region.size > 0
+    clean_up = near_zero.size > 0
+    out = np.empty(d.shape)
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if not binary[z, y, x]:
+                    out[z, y, x] = np.nan
+                    continue
+                if not clean_up or near_zero[z, y, x] == 0:
+                    out[z, y, x] = scale * d[z, y, x]
+                    continue
+                total = 0.0
+                n = 0
+                if 0 < z < nz - 1 and 0 < y < ny - 1 and 0 < x < nx - 1:  # no edge: no branches
+                    for zz in range(z - 1, z + 2):
+                        for yy in range(y - 1, y + 2):
+                            drow, nrow = d[zz, yy], near_zero[zz, yy]
+                            for xx in range(x - 1, x + 2):
+                                ok = drow[xx] != 0 and nrow[xx] == 0 and (not has_region or region[zz, yy, xx])
+                                total += drow[xx] if ok else 0.0
+                                n += ok
+                    out[z, y, x] = scale * (total / n if n > 0 else d[z, y, x])
+                    continue
+                for dz in range(-1, 2):
+                    zz = _neighbour(z + dz, nz, periodic)
+                    if zz < 0:
+                        continue
+                    for dy in range(-1, 2):
+                        yy = _neighbour(y + dy, ny, periodic)
+                        if yy < 0:
+                            continue
+                        for dx in range(-1, 2):
+                            xx = _neighbour(x + dx, nx, periodic)
+                            if xx < 0:
+                                continue
+                            w = d[zz, yy, xx]
+                            if w != 0 and near_zero[zz, yy, xx] == 0 and (not has_region or region[zz, yy, xx]):
+                                total += w
+                                n += 1
+                out[z, y, x] = scale * (total / n if n > 0 else d[z, y, x])
     return out
+
+
+def _finish(r2, binary, region, scale, clean_up, periodic):
+    """The thickness map from the painted squared radii (overwritten): ``scale * 2 sqrt(r2)``
+    on the structure, NaN elsewhere, with BoneJ's clean-up when asked."""
+    _diameters(r2)
+    near_zero = _near_zero(r2, region, periodic) if clean_up else np.zeros((0, 0, 0), np.uint8)
+    return _cleaned_map(r2, near_zero, binary, region, scale, periodic)
+
+
+def _fold_max(a: np.ndarray, pad: int, n: tuple[int, ...]) -> np.ndarray:
+    """Fold a grid padded by ``pad`` on every side back onto the periodic tile of shape ``n``,
+    keeping the maximum of the voxels that land on one another."""
+    for axis, size in enumerate(n):
+        a = np.moveaxis(a, axis, 0)
+        k = -(-a.shape[0] // size)
+        whole = np.zeros((k * size,) + a.shape[1:], a.dtype)
+        whole[:a.shape[0]] = a
+        a = np.moveaxis(np.roll(whole.reshape((k, size) + a.shape[1:]).max(axis=0), -pad, axis=0), 0, axis)
+    return np.ascontiguousarray(a)
 
 
 def _spacing3(spacing) -> np.ndarray:
@@ -415,36 +626,31 @@ def local_thickness(binary: np.ndarray, spacing=1.0, periodic: bool = False, cle
             raise BoneKitError("The structure fills the region: there is no background to measure thickness against.")
     sp = _spacing3(spacing)
     # isotropic voxels: work in voxel units (integer squared distances, exact) and scale at the end
-    unit = float(sp[0]) if np.all(sp == sp[0]) else 1.0
+    iso = bool(np.all(sp == sp[0]))
+    unit = float(sp[0]) if iso else 1.0
     work = sp / unit
     # outside the region is not background: it counts as foreground for the distance map
     dt2, pad = _squared_distance(binary if region is None else binary | ~region, work, periodic)
     if region is not None:
         dt2[~binary] = 0.0  # centres only inside the structure (and so inside the region)
-    if np.all(sp == sp[0]):  # digital-ball templates up to r = 200 voxels
+    if iso:  # digital-ball templates up to r = 200 voxels
         top = float(dt2.max())  # inf only in a periodic block with no background at all
         vmax = int(min(top if np.isfinite(top) else np.max(dt2[np.isfinite(dt2)], initial=0.0), _TEMPLATE_V))
         templates = _containment_templates(vmax)
     else:
         templates = np.zeros((3, 0), np.int64)
-    keep = _ridge_mask(dt2, work, pad, templates)
-    idx = np.argwhere(keep)  # sorted by z
-    r2 = dt2[keep]
-    idx -= pad
+    centres, r2 = _ridge_centres(dt2, work, pad, templates)
     # balls much wider than a voxel: painted by rows in descending size (cost ~ area, not volume);
     # the rest (most balls in trabecular bone) one voxel at a time, keeping the maximum
-    large = r2 >= (_LARGE_BALL_VOXELS * work.min()) ** 2 if not periodic else np.zeros(r2.shape, bool)
-    painted = _paint_balls(binary.shape, idx[~large], r2[~large], work, periodic, max(1, numba.get_num_threads() * 2))
-    if large.any():
-        big = np.zeros(binary.shape)
-        _paint_large_balls(big, idx[large], r2[large], work)
-        np.maximum(painted, big, out=painted)
-    out = 2.0 * np.sqrt(painted)
-    if clean_up:
-        out = _clean_up(out, periodic, region)
-    out *= unit
-    out[~binary] = np.nan  # BoneJ "mask artefacts": drop the overhang outside the structure
-    return out
+    large = (_LARGE_BALL_VOXELS * work.min()) ** 2
+    painted = dt2  # the distances are no longer needed: paint into their memory
+    painted[...] = 0.0
+    _paint_large_balls(painted, centres, r2, work, iso, large)
+    _paint_balls(painted, centres, r2, work, iso, large, max(1, numba.get_num_threads() * 2))
+    if periodic:  # painted on the padded grid, balls whole: fold the overhang back onto the tile
+        painted = _fold_max(painted, pad, binary.shape)
+    empty = np.zeros((0, 0, 0), bool)
+    return _finish(painted, binary, empty if region is None else region, unit, clean_up, periodic)
 
 
 def _squared_distance(binary: np.ndarray, spacing: np.ndarray, periodic: bool) -> tuple[np.ndarray, int]:
