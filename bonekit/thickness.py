@@ -392,41 +392,49 @@ def _paint_interval(row, nxt, a, b, v):
 @numba.njit(cache=True, parallel=True)
 def _paint_large_balls(out, centres, r2, spacing, iso, least):
     """Paint the balls with r^2 >= ``least`` in descending r^2 into a zeroed ``out``, so the
-    first ball to reach a voxel sets its value. Each slice keeps skip pointers past the painted
-    voxels of each row and past its full rows, and stops when it is full: a ball costs a step
-    per unfinished row it crosses plus the voxels it paints first, not its volume. Call this
-    before painting the smaller balls."""
+    first ball to reach a voxel sets its value; each row keeps skip pointers past its painted
+    voxels, so a ball costs a step per row it crosses plus the voxels it paints first, not its
+    volume. Call this before painting the smaller balls."""
     nz, ny, nx = out.shape
     sz, sy, sx = spacing[0], spacing[1], spacing[2]
     large = np.nonzero(r2 >= least)[0]
     order = large[np.argsort(-r2[large], kind="mergesort")]
+    top = int(r2[order[0]]) if iso and order.size else -1
+    isqrt = np.empty(top + 1 if top < (1 << 22) else 0, np.int64)  # integer chords: a table
+    for k in range(isqrt.shape[0]):
+        isqrt[k] = _half_width(k, 1.0, True)
+    reach = np.zeros(r2.shape[0], np.int64)
+    counts = np.zeros(nz + 1, np.int64)
+    for p in large:
+        reach[p] = _half_width(r2[p], sz, iso)
+        for z in range(max(centres[p, 0] - reach[p], 0), min(centres[p, 0] + reach[p], nz - 1) + 1):
+            counts[z + 1] += 1
+    for z in range(nz):
+        counts[z + 1] += counts[z]
+    members = np.empty(counts[nz], np.int64)  # each slice's balls, in descending r^2
+    fill = counts[:nz].copy()
+    for p in order:
+        for z in range(max(centres[p, 0] - reach[p], 0), min(centres[p, 0] + reach[p], nz - 1) + 1):
+            members[fill[z]] = p
+            fill[z] += 1
     for z in numba.prange(nz):
         nxt = np.empty((ny, nx + 1), np.int64)
-        rows = np.empty(ny + 1, np.int64)
         for y in range(ny):
-            for x in range(nx):
+            for x in range(nx + 1):
                 nxt[y, x] = x
-            nxt[y, nx] = nx
-            rows[y] = y
-        rows[ny] = ny
-        for p in order:
-            if _find(rows, 0) == ny:
-                break  # the slice is full
+        for m in range(counts[z], counts[z + 1]):
+            p = members[m]
             v = r2[p]
             tol = 0.0 if iso else v * 1e-12
             remz = v - ((z - centres[p, 0]) * sz) ** 2
             if remz < -tol:
                 continue
             ry = _half_width(remz, sy, iso)
-            y = _find(rows, max(centres[p, 1] - ry, 0))
-            while y <= min(centres[p, 1] + ry, ny - 1):
+            for y in range(max(centres[p, 1] - ry, 0), min(centres[p, 1] + ry, ny - 1) + 1):
                 rem = remz - ((y - centres[p, 1]) * sy) ** 2
                 if rem >= -tol:
-                    rx = _half_width(rem, sx, iso)
+                    rx = isqrt[int(rem)] if isqrt.shape[0] else _half_width(rem, sx, iso)
                     _paint_interval(out[z, y], nxt[y], max(centres[p, 2] - rx, 0), min(centres[p, 2] + rx, nx - 1), v)
-                    if _find(nxt[y], 0) == nx:
-                        rows[y] = y + 1
-                y = _find(rows, y + 1)
 
 
 @numba.njit(cache=True)
