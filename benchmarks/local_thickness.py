@@ -10,7 +10,8 @@ a vtk that conflicts with slicer-core). Structures, all on an N^3 grid of 1-voxe
   trabecular structure" of the BoneJ reference timing (13 s at 300^3);
 - sphere: a ball of radius N/2 - 10 (BoneJ: 130 s at 300^3).
 
-Printed: seconds (steady state: each tool runs once on a small block first to compile/load),
+Printed: seconds (steady state: each tool runs once on a small block first to compile/load, then
+the median of 3 runs; one run for the sphere),
 the mean thickness in voxels and the ratio of times. porespy's default ``method='bf'`` floors
 radii to integers (biased); ITKBoneMorphometry's Tb.Th is the plate-model 2 BV/BS, not a local
 thickness (shown for users comparing with studies that used it).
@@ -38,10 +39,14 @@ def structures(n: int, sphere: bool):
         yield "sphere", (z - c) ** 2 + (y - c) ** 2 + (x - c) ** 2 <= (c - 10) ** 2
 
 
-def timed(fn):
-    started = time.perf_counter()
-    value = fn()
-    return time.perf_counter() - started, value
+def timed(fn, repeats=3):
+    """Median wall time of ``repeats`` runs (the same for every tool), and the value."""
+    seconds = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        value = fn()
+        seconds.append(time.perf_counter() - started)
+    return float(np.median(seconds)), value
 
 
 def bonekit_tbth(b):
@@ -84,7 +89,7 @@ def main() -> None:
     for label, b in structures(args.size, not args.skip_sphere):
         bonej = BONEJ_SECONDS[label] if args.size == 300 else None
         for name, fn in tools.items():
-            seconds, value = timed(lambda: fn(b))
+            seconds, value = timed(lambda: fn(b), 1 if label == "sphere" else 3)
             ratio = f"{bonej / seconds:17.1f}" if bonej else f"{'':>17}"
             print(f"{label:<9} {name:<19} {seconds:8.2f} {value:15.3f} {ratio}", flush=True)
         if bonej:
