@@ -201,7 +201,7 @@ def _ridge_centres(dt2, spacing, pad, templates):
     keep = np.zeros(dt2.shape, np.bool_)
     counts = np.zeros(nz + 1, np.int64)
     vcap = templates.shape[1] - 1
-    reach = templates.astype(np.float64)
+    thresholds = templates.astype(np.float64)  # compared with float distances
     step = np.empty((3, 3, 3))
     for dz in range(3):
         for dy in range(3):
@@ -217,7 +217,7 @@ def _ridge_centres(dt2, spacing, pad, templates):
                     continue
                 if v <= vcap and 0 < z < nz - 1 and 0 < y < ny - 1 and 0 < x < nx - 1:
                     # digital balls away from the edges: all 26 tests at once, no branches
-                    t0, t1, t2 = reach[0, int(v)], reach[1, int(v)], reach[2, int(v)]
+                    t0, t1, t2 = thresholds[0, int(v)], thresholds[1, int(v)], thresholds[2, int(v)]
                     hits = 0
                     for dz in range(-1, 2):
                         for dy in range(-1, 2):
