@@ -114,3 +114,15 @@ def test_labels_on_another_grid_by_nearest_neighbour():
         c = np.rint(coarse.physical_to_index(fine.index_to_physical([i, j, k]))).astype(int)
         inside = np.all((c >= 0) & (c < [4, 3, 2]))
         assert out.array[k, j, i] == (coarse.array[c[2], c[1], c[0]] if inside else 0)
+
+
+def test_bounding_box_grows_by_millimetres_and_stays_on_the_grid():
+    a = np.zeros((10, 20, 30), np.uint8)
+    a[4, 5:7, 10] = 1
+    v = Volume.from_geometry(a, (0.5, 1.0, 2.0))  # i, j, k spacing
+    assert v.bounding_box() == (slice(4, 5), slice(5, 7), slice(10, 11))
+    # 2 mm: 4 voxels along i (0.5 mm), 2 along j, 1 along k; clipped at the grid's edge
+    assert v.bounding_box(2.0) == (slice(3, 6), slice(3, 9), slice(6, 15))
+    assert v.bounding_box(100.0) == (slice(0, 10), slice(0, 20), slice(0, 30))
+    with pytest.raises(BoneKitError, match="no non-zero voxel"):
+        v.with_array(np.zeros_like(a)).bounding_box()

@@ -550,6 +550,29 @@ def spine_phantom(config: PhantomConfig | None = None, progress: ProgressCallbac
         centroids=ctd, truth=truth, config=cfg)
 
 
+def repositioned(volume: Volume, angles_deg, shift_mm, label: bool = False) -> Volume:
+    """``volume`` as a rescan would see it after the patient moved: rotated about its centre
+    (``angles_deg`` about x, y, z) and shifted (``shift_mm``, LPS), on the same grid.
+
+    A CT is moved with a Lanczos windowed-sinc interpolator: it is band-limited by the
+    scanner's PSF, and a rescan images the moved object with the same PSF. Linear
+    interpolation would blur each scan by an amount that depends on its sub-voxel shift (a
+    [1/2, 1/2] filter per axis at half a voxel: 23 % of the phantom's high-frequency energy,
+    1 % with Lanczos). A label map (``label=True``) is moved by nearest neighbour.
+    """
+    import SimpleITK as sitk
+
+    image = volume.to_sitk() if label else volume.with_array(volume.array.astype(np.float32)).to_sitk()
+    transform = sitk.Euler3DTransform()
+    transform.SetCenter(image.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in image.GetSize()]))
+    transform.SetRotation(*np.radians(np.asarray(angles_deg, dtype=float)))
+    transform.SetTranslation([float(v) for v in shift_mm])
+    interpolator = sitk.sitkNearestNeighbor if label else sitk.sitkLanczosWindowedSinc
+    # Resample pulls each output voxel from the transform of its position: the object's move inverted
+    moved = sitk.GetArrayFromImage(sitk.Resample(image, image, transform.GetInverse(), interpolator, 0.0))
+    return volume.with_array(moved.astype(volume.array.dtype) if label else moved)
+
+
 # ----------------------------------------------------------------------------- micro-CT mode
 @dataclass
 class MicroCTPhantom:

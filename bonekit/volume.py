@@ -108,6 +108,16 @@ class Volume:
         affine[:, 3] = corner
         return Volume(self.array[tuple(box)], affine, self.modality, self.units, dict(self.metadata))
 
+    def bounding_box(self, margin_mm: float = 0.0) -> tuple[slice, slice, slice]:
+        """(k, j, i) slices around the non-zero voxels, grown by ``margin_mm`` and clipped to the grid."""
+        nonzero = np.argwhere(self.array)
+        if nonzero.size == 0:
+            raise BoneKitError("The volume has no non-zero voxel to put a box around.")
+        margin = np.ceil(margin_mm / self.spacing_kji - 1e-9).astype(int)
+        lo = np.maximum(nonzero.min(axis=0) - margin, 0)
+        hi = np.minimum(nonzero.max(axis=0) + margin + 1, self.array.shape)
+        return tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+
     def box_of(self, part: "Volume") -> tuple[slice, slice, slice]:
         """Where a volume cropped from this one (:meth:`crop`) lies: its (k, j, i) slices here."""
         k, j, i = np.rint(self.physical_to_index(part.origin)[::-1]).astype(int)
