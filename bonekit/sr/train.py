@@ -488,10 +488,11 @@ class Trainer:
         G.train()
         D.train()
         for b in range(batch0, n_batches):
-            idx = order[b * t.batch_size:(b + 1) * t.batch_size][self.rank::self.world]
+            idx = order[b * t.batch_size:(b + 1) * t.batch_size]
             xb, yb = x[idx], y[idx]
-            if t.augment:
+            if t.augment:  # the whole batch, then each rank's share: a patch's flip never depends on the ranks
                 xb, yb = augment(xb, yb, c.seed, p_index, epoch, b)
+            xb, yb = xb[self.rank::self.world], yb[self.rank::self.world]
             xb = torch.from_numpy(np.ascontiguousarray(xb[:, None])).to(self.device)
             yb = torch.from_numpy(np.ascontiguousarray(yb[:, None])).to(self.device)
             with torch.autocast(self.device.split(":")[0], dtype=dtype or torch.float32, enabled=dtype is not None):
