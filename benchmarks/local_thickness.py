@@ -8,7 +8,8 @@ a vtk that conflicts with slicer-core). Structures, all on an N^3 grid of 1-voxe
 
 - random: a Gaussian-filtered noise field (sigma 3 voxels) thresholded at 0.02, the "random
   trabecular structure" of the BoneJ reference timing (13 s at 300^3);
-- sphere: a ball of radius N/2 - 10 (BoneJ: 130 s at 300^3).
+- sphere: a ball of radius N/2 - 10 (BoneJ: 130 s at 300^3; porespy takes about 13 minutes on it,
+  ``--skip-sphere`` leaves it out).
 
 Printed: seconds (steady state: each tool runs once on a small block first to compile/load, then
 the median of 3 runs; one run for the sphere),
@@ -76,12 +77,15 @@ def main() -> None:
     parser.add_argument("--skip-sphere", action="store_true")
     args = parser.parse_args()
     tools = {"BoneKit": bonekit_tbth, "porespy": porespy_tbth, "ITKBoneMorphometry": itk_tbth}
-    warm = np.zeros((40, 40, 40), bool)  # thin and thick parts: every kernel compiles before timing
-    warm[4:36, 4:36, 4:34] = True
+    warm = np.zeros((40, 40, 40), bool)  # thin and thick parts, and a ball (whose ridge balls are
+    warm[4:36, 4:36, 4:34] = True  # left out): every kernel compiles before timing
     warm[10:30, 10:30, 36:39] = True
+    z, y, x = np.ogrid[:48, :48, :48]
+    ball = (z - 24) ** 2 + (y - 24) ** 2 + (x - 24) ** 2 <= 20 ** 2
     for name, fn in list(tools.items()):
         try:
             fn(warm)
+            fn(ball)
         except Exception as exc:  # not installed, or failed: leave it out of the table
             print(f"{name}: not run ({type(exc).__name__}: {exc})")
             del tools[name]

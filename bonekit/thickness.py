@@ -25,6 +25,14 @@ All five steps are implemented here, with differences that do not change a value
   never sets a maximum); it returns the centres in raster order;
 - step 3 paints slabs of the image in parallel, small balls row by row from a table of the
   digital balls, large ones in descending size with skip pointers past painted voxels;
+- on isotropic voxels, when the large balls would cross many rows and most of them lie in a
+  larger ball (a large pore or ball: BoneJ's worst case, where the digital ridge is dense),
+  step 3 leaves out every ball whose structure voxels all lie in the ball of the local maximum
+  its centre climbs to (an exact test in integers over the small cap where the two balls'
+  surfaces part), and sets the voxels off the structure in a separate exact pass: a ball reaches
+  them only with its surface, so each takes the largest r^2 among the balls whose surface passes
+  through it, for all voxels at once from a separable lower envelope of the key
+  (|x - c|^2 - r^2, -r^2);
 - steps 4 and 5 are one pass, in the memory of the distance map, so two volumes of float64
   are the peak.
 
@@ -45,6 +53,10 @@ _INF = np.inf
 _TEMPLATE_V = 200 * 200
 _SHORT_RUN = 24  # distance-transform runs up to this long: brute force
 _LARGE_BALL_VOXELS = 6.0  # ball radius (voxels) from which painting by rows pays
+_PRUNE = True
+_PRUNE_ROWS_PER_VOXEL = 8.0  # rows of large balls saved per voxel from which leaving balls out pays
+_PRUNE_SAMPLE = 2000  # large balls tested to estimate what leaving balls out saves
+_CAP_COLUMNS = 4096  # most columns scanned to show that a ball adds nothing
 
 
 @numba.njit(cache=True)
@@ -91,9 +103,10 @@ def _envelope_1d(f, w2, out, v, z):
 
 
 @numba.njit(cache=True, parallel=True)
-def _edt_lines(a, w2):
-    """In place: the 1D envelope along the last axis of a 3D float64 array (any strides) of
-    non-negative values, whose zeros stay zero."""
+def _edt_lines(a, w2, zeros_stay=True):
+    """In place: ``a[.., q] = min_p a[.., p] + w2 (q - p)^2`` along the last axis of a 3D float64
+    array (any strides; inf for no value). ``zeros_stay``: the values are non-negative and the
+    zeros (background) stay zero, so each run between zeros is done on its own."""
     n0, n1, n = a.shape
     for i in numba.prange(n0):
         f = np.empty(n)
@@ -102,6 +115,10 @@ def _edt_lines(a, w2):
         z = np.empty(n + 1)
         for j in range(n1):
             f[:] = a[i, j, :]
+            if not zeros_stay:
+                _envelope_1d(f, w2, out, v, z)
+                a[i, j, :] = out
+                continue
             # a zero (background) voxel is nearer to the voxels beyond it than anything further
             # out, so each run of non-zero values needs only itself and the zeros around it
             s = 0
@@ -438,6 +455,179 @@ def _paint_large_balls(out, centres, r2, spacing, iso, least):
 
 
 @numba.njit(cache=True)
+def _isqrt(n):
+    """floor(sqrt(n)) of an integer n >= 0."""
+    if n <= 0:
+        return 0
+    k = int(np.sqrt(n))
+    while k * k > n:
+        k -= 1
+    while (k + 1) * (k + 1) <= n:
+        k += 1
+    return k
+
+
+@numba.njit(cache=True)
+def _climb(dt2, z, y, x, top, lo, hi, stack):
+    """Steepest ascent of ``dt2`` from (z, y, x) over 26-neighbours inside the box ``lo``..``hi``
+    (exclusive) to a local maximum, returned as a linear index and memoised in ``top`` for every
+    voxel on the way (-1: not known yet)."""
+    nz, ny, nx = dt2.shape
+    n = 0
+    while True:
+        here = (z * ny + y) * nx + x
+        if top[here] >= 0:
+            found = top[here]
+            break
+        stack[n] = here
+        n += 1
+        best = dt2[z, y, x]
+        bz, by, bx = z, y, x
+        for zz in range(max(z - 1, lo[0]), min(z + 2, hi[0])):
+            for yy in range(max(y - 1, lo[1]), min(y + 2, hi[1])):
+                for xx in range(max(x - 1, lo[2]), min(x + 2, hi[2])):
+                    if dt2[zz, yy, xx] > best:
+                        best = dt2[zz, yy, xx]
+                        bz, by, bx = zz, yy, xx
+        if bz == z and by == y and bx == x:
+            found = here
+            break
+        z, y, x = bz, by, bx
+    for m in range(n):
+        top[stack[m]] = found
+    return found
+
+
+@numba.njit(cache=True)
+def _covers_structure(structure, c, v, d, w, budget):
+    """True when every voxel of the structure in the digital ball |x - c|^2 <= v also lies in the
+    ball |x - c - d|^2 <= w (w > v; integer squared radii, unit voxels); False when it does not or
+    when checking would take more than ``budget`` columns.
+
+    A voxel of the first ball outside the second satisfies x.d < (v - w + |d|^2) / 2 (x relative to
+    c): it lies in a cap of the first ball opposite d, which for nearly nested balls is small. The
+    cap's box is scanned in columns along the axis where d is largest, each column's stretch
+    outside the second ball found exactly in integers."""
+    nz, ny, nx = structure.shape
+    dd = d[0] * d[0] + d[1] * d[1] + d[2] * d[2]
+    r = np.sqrt(v)
+    if (r + np.sqrt(dd)) ** 2 <= w * (1.0 - 1e-12):  # nested as continuous balls, so as digital ones
+        return True
+    tau = v - w + dd
+    if tau >= 0:
+        return False  # at least half the ball: not worth it
+    norm = np.sqrt(dd)
+    s = -tau / (2.0 * norm)  # the cap: x.u < -s, |x| <= r, u = d / |d|
+    if s > r + 1.0:
+        return True
+    rho = np.sqrt(max(r * r - s * s, 0.0))
+    a = 0
+    for k in range(1, 3):
+        if abs(d[k]) > abs(d[a]):
+            a = k
+    p, q = (a + 1) % 3, (a + 2) % 3
+    lo_p = int(np.floor(min(-s * d[p] / norm, -r * d[p] / norm) - rho)) - 1
+    hi_p = int(np.ceil(max(-s * d[p] / norm, -r * d[p] / norm) + rho)) + 1
+    lo_q = int(np.floor(min(-s * d[q] / norm, -r * d[q] / norm) - rho)) - 1
+    hi_q = int(np.ceil(max(-s * d[q] / norm, -r * d[q] / norm) + rho)) + 1
+    if (hi_p - lo_p + 1) * (hi_q - lo_q + 1) > budget:
+        return False
+    point = np.empty(3, np.int64)
+    for xp in range(lo_p, hi_p + 1):
+        for xq in range(lo_q, hi_q + 1):
+            rem = v - xp * xp - xq * xq
+            if rem < 0:
+                continue
+            h = _isqrt(rem)  # the column of the first ball: -h..h along a
+            m = w - (xp - d[p]) ** 2 - (xq - d[q]) ** 2
+            if m < 0:  # the whole column lies outside the second ball
+                first, last, gap_lo, gap_hi = -h, h, h + 1, h
+            else:
+                k = _isqrt(m)  # inside the second ball: d_a - k .. d_a + k
+                first, last, gap_lo, gap_hi = -h, h, d[a] - k, d[a] + k
+            for part in range(2):  # the column's stretches below and above the second ball
+                a0, a1 = (first, min(last, gap_lo - 1)) if part == 0 else (max(first, gap_hi + 1), last)
+                for xa in range(a0, a1 + 1):
+                    point[a], point[p], point[q] = c[a] + xa, c[p] + xp, c[q] + xq
+                    if 0 <= point[0] < nz and 0 <= point[1] < ny and 0 <= point[2] < nx:
+                        if structure[point[0], point[1], point[2]]:
+                            return False
+    return True
+
+
+@numba.njit(cache=True, parallel=True)
+def _redundant_balls(dt2, structure, centres, r2, which, pad, budget, n_chunks, top):
+    """For the balls ``which`` (isotropic voxels): True where every structure voxel of the ball
+    lies in the ball of the local maximum of the distance map that steepest ascent from its centre
+    reaches, a larger ball, so that leaving the ball out changes no maximum on the structure.
+    ``top``: the ascent's memo, -1 for every voxel at first."""
+    nz, ny, nx = dt2.shape
+    lo = np.array([pad, pad, pad])
+    hi = np.array([nz - pad, ny - pad, nx - pad])
+    vmax = 0.0
+    for p in which:
+        vmax = max(vmax, r2[p])
+    out = np.zeros(which.shape[0], np.bool_)
+    chunks = np.linspace(0, which.shape[0], n_chunks + 1).astype(np.int64)
+    for c in numba.prange(chunks.shape[0] - 1):
+        stack = np.empty(int(vmax) + 2, np.int64)  # an ascent path: dt2 grows at every step
+        d = np.empty(3, np.int64)
+        for m in range(chunks[c], chunks[c + 1]):
+            p = which[m]
+            v = r2[p]
+            cz, cy, cx = centres[p, 0], centres[p, 1], centres[p, 2]
+            t = _climb(dt2, cz, cy, cx, top, lo, hi, stack)
+            tx = t % nx
+            ty = (t // nx) % ny
+            tz = t // (nx * ny)
+            w = dt2[tz, ty, tx]
+            if w > v:
+                d[0], d[1], d[2] = tz - cz, ty - cy, tx - cx
+                out[m] = _covers_structure(structure, centres[p], int(v), d, int(w), budget)
+    return out
+
+
+@numba.njit(cache=True, parallel=True)
+def _scatter_keys(out, centres, r2, top):
+    """``out`` = inf except at the centres, which hold ``top - (W + 1) r^2`` (W = top + 1)."""
+    nz, ny, nx = out.shape
+    for z in numba.prange(nz):
+        out[z] = _INF
+    for p in range(r2.shape[0]):
+        out[centres[p, 0], centres[p, 1], centres[p, 2]] = top - (top + 2.0) * r2[p]
+
+
+@numba.njit(cache=True, parallel=True)
+def _touched_background(painted, keys, structure, top):
+    """Off the structure, ``painted`` = the largest r^2 of the balls whose surface passes through
+    the voxel (0 if none), decoded from ``keys`` = min over balls of W (|x - c|^2 - r^2) + top - r^2."""
+    nz, ny, nx = painted.shape
+    w = top + 1.0
+    for z in numba.prange(nz):
+        for y in range(ny):
+            for x in range(nx):
+                if structure[z, y, x]:
+                    continue
+                k = keys[z, y, x]
+                power = np.floor(k / w)  # |x - c|^2 - r^2 of the best ball: 0 when x is on its surface
+                painted[z, y, x] = top - (k - w * power) if power == 0 else 0.0
+
+
+def _paint_background(painted, structure, centres, r2):
+    """Exact values off the structure (where a ball only reaches its surface voxels): each such
+    voxel takes the largest r^2 of the balls through it, from one separable lower envelope over
+    all ridge balls of the lexicographic key (|x - c|^2 - r^2, -r^2), scaled into one float. So the
+    painting may skip balls that add nothing on the structure (``_redundant_balls``)."""
+    top = float(r2.max())
+    keys = np.empty(painted.shape)
+    _scatter_keys(keys, centres, r2, top)
+    w = top + 1.0
+    for axis in (2, 1, 0):
+        _edt_lines(np.moveaxis(keys, axis, -1), w, False)
+    _touched_background(painted, keys, structure, top)
+
+
+@numba.njit(cache=True)
 def _neighbour(i, n, periodic):
     """Index ``i`` on an axis of length ``n``: wrapped if periodic, else -1 when outside."""
     if periodic:
@@ -651,14 +841,48 @@ def local_thickness(binary: np.ndarray, spacing=1.0, periodic: bool = False, cle
     # balls much wider than a voxel: painted by rows in descending size (cost ~ area, not volume);
     # the rest (most balls in trabecular bone) one voxel at a time, keeping the maximum
     large = (_LARGE_BALL_VOXELS * work.min()) ** 2
+    structure = _structure_to_prune(dt2, binary, centres, r2, large, pad) if iso else None
+    if structure is not None:
+        # many rows of large balls to paint, most of them inside larger balls (a large pore,
+        # BoneJ's worst case): leave those out, then set the voxels off the structure exactly
+        which = np.flatnonzero(r2 >= large)
+        top = np.full(dt2.size, -1, np.int64)
+        redundant = np.zeros(r2.shape, bool)
+        redundant[which] = _redundant_balls(dt2, structure, centres, r2, which, pad, _CAP_COLUMNS,
+                                            64 * numba.get_num_threads(), top)
+        del top
+        kept_centres, kept_r2 = centres[~redundant], r2[~redundant]
+    else:
+        kept_centres, kept_r2 = centres, r2
     painted = dt2  # the distances are no longer needed: paint into their memory
     painted[...] = 0.0
-    _paint_large_balls(painted, centres, r2, work, iso, large)
-    _paint_balls(painted, centres, r2, work, iso, large, max(1, numba.get_num_threads() * 2))
+    _paint_large_balls(painted, kept_centres, kept_r2, work, iso, large)
+    _paint_balls(painted, kept_centres, kept_r2, work, iso, large, max(1, numba.get_num_threads() * 2))
+    if structure is not None:
+        _paint_background(painted, structure, centres, r2)
     if periodic:  # painted on the padded grid, balls whole: fold the overhang back onto the tile
         painted = _fold_max(painted, pad, binary.shape)
     empty = np.zeros((0, 0, 0), bool)
     return _finish(painted, binary, empty if region is None else region, unit, clean_up, periodic)
+
+
+def _structure_to_prune(dt2, binary, centres, r2, large, pad):
+    """The structure on the painting grid when leaving redundant balls out pays, else None.
+
+    Painting costs a step per row a large ball crosses; the pruning test and the exact pass off
+    the structure cost a few steps per voxel. So prune when the large balls cross more than
+    ``_PRUNE_ROWS_PER_VOXEL`` rows per voxel and a sample of them shows that the redundant ones
+    alone would save that many (irregular pores are covered by unions of balls, rarely by one)."""
+    which = np.flatnonzero(r2 >= large)
+    rows = np.pi * r2[which]
+    if not _PRUNE or which.size == 0 or rows.sum() <= _PRUNE_ROWS_PER_VOXEL * dt2.size:
+        return None
+    structure = np.pad(binary, pad, mode="wrap") if pad else binary
+    sample = np.random.default_rng(0).choice(which.size, min(which.size, _PRUNE_SAMPLE), replace=False)
+    top = np.full(dt2.size, -1, np.int64)
+    redundant = _redundant_balls(dt2, structure, centres, r2, which[sample], pad, _CAP_COLUMNS, 8, top)
+    saved = rows.sum() * rows[sample][redundant].sum() / rows[sample].sum()
+    return structure if saved > _PRUNE_ROWS_PER_VOXEL * dt2.size else None
 
 
 def _squared_distance(binary: np.ndarray, spacing: np.ndarray, periodic: bool) -> tuple[np.ndarray, int]:
