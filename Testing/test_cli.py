@@ -16,7 +16,7 @@ def test_help_lists_the_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("info", "phantom", "demo", "segment", "vertebra", "calibrate", "morphometry"):
+    for command in ("info", "phantom", "demo", "segment", "vertebra", "calibrate", "binarise", "morphometry"):
         assert command in out
 
 
@@ -167,6 +167,27 @@ def test_morphometry_cli_equals_the_core(tmp_path, capsys):
     assert main(["morphometry", str(path), "--threshold", "magic", "--json", str(tmp_path / "x.json")]) == 2
     assert main(["morphometry", str(path), "--binary", "--json", str(path)]) == 2
     assert not (tmp_path / "x.json").exists() and read_volume(path).array.sum() == a.sum()
+
+
+def test_binarise_cli_equals_the_core(tmp_path, capsys):
+    """bonekit binarise writes the core's cleaned binary with its geometry; morphometry --binary reads it."""
+    from bonekit.morphometry import clean_binary
+
+    rng = np.random.default_rng(3)
+    a = (rng.random((24, 24, 24)) * 200).astype(np.uint8)
+    path = write_volume(Volume.from_geometry(a, spacing=(0.05, 0.05, 0.05), origin=(1, 2, 3)), tmp_path / "g.nii.gz")
+    out = tmp_path / "b.nii.gz"
+    assert main(["binarise", str(path), "--threshold", "105", "--blur", "0.05", "--resample", "2", "--close", "0.11",
+                 "--largest", "--out", str(out)]) == 0
+    core, _, _ = clean_binary(read_volume(path), 105, blur_mm=0.05, resample=2, close_mm=0.11, largest=True)
+    got = read_volume(out)
+    assert got.same_grid(core) and np.array_equal(got.array, core.array)
+    assert f"BV/TV {core.array.mean():.4%}" in capsys.readouterr().out
+    assert main(["morphometry", str(out), "--binary", "--json", str(tmp_path / "m.json")]) == 0
+    assert json.loads((tmp_path / "m.json").read_text())["BV/TV"] == pytest.approx(core.array.mean())
+    assert main(["binarise", str(path), "--resample", "0", "--out", str(tmp_path / "x.nii.gz")]) == 2
+    assert main(["binarise", str(path), "--out", str(path)]) == 2
+    assert not (tmp_path / "x.nii.gz").exists() and np.array_equal(read_volume(path).array, a)
 
 
 def test_focal_cli_per_label_equals_the_core(tmp_path, capsys):

@@ -195,6 +195,24 @@ def test_lhdl_full_resolution_bv_tv():
     assert level == 63 and round(100 * bone.mean(), 2) == 23.37
 
 
+@needs_data
+def test_lhdl_ciclope_pipeline_bv_tv():
+    """ciclope's LHDL 3155 example (blur 1 voxel, resample 2 with a spline of order 2, threshold
+    > 63, closing by a ball of 3 voxels, largest component) published 247 062 bone voxels of 100^3:
+    BV/TV 24.71 %."""
+    from bonekit.io import read_volume
+    from bonekit.morphometry import clean_binary
+
+    image = read_volume(DATA / "lhdl_3155_D_4_bc_19.5um.nii.gz")
+    voxel = float(image.spacing[0]) * 199 / 99  # the first and last voxel centres stay
+    binary, level, _ = clean_binary(image, 63, blur_mm=float(image.spacing[0]), resample=2, close_mm=3 * voxel,
+                                    largest=True)
+    assert binary.array.shape == (100, 100, 100) and binary.spacing == pytest.approx([voxel] * 3)
+    assert int(binary.array.sum()) == 247062
+    result, _ = morphometry(binary, binary=True)
+    assert round(100 * result.BV_TV, 2) == 24.71
+
+
 def _fda(name):
     from bonekit.io import read_volume
 
@@ -246,3 +264,30 @@ def test_smi_of_a_speck_that_smoothing_dissolves_is_none():
     result, _ = morphometry(Volume.from_geometry(image, spacing=(0.05,) * 3), binary=True)
     assert result.BV_TV == pytest.approx(2 / 12 ** 3)
     assert result.SMI is None
+
+
+def test_clean_binary_resamples_closes_and_keeps_the_largest_part():
+    """A plate with a one-voxel crack and a loose speck: the closing mends the crack, the largest
+    component drops the speck, resampling keeps the first voxel centre and scales the spacing by
+    (n_in - 1) / (n_out - 1); bad factors and radii are refused."""
+    from bonekit.morphometry import clean_binary
+
+    a = np.zeros((21, 21, 21), np.float32)
+    a[:, :, 6:12] = 100.0
+    a[:, :, 9] = 0.0  # the crack
+    a[2, 2, 18] = 100.0  # the speck
+    image = Volume.from_geometry(a, spacing=(0.1, 0.2, 0.3), origin=(5.0, -3.0, 1.0))
+    raw, level, method = clean_binary(image, 50)
+    assert level == 50 and method == "fixed" and raw.array.sum() == 5 * 21 * 21 + 1
+    mended, _, _ = clean_binary(image, 50, close_mm=0.1, largest=True)
+    assert mended.array.sum() == 6 * 21 * 21 and mended.array[2, 2, 18] == 0
+    assert mended.same_grid(image)
+    half, _, _ = clean_binary(image, 50, resample=2.0)
+    assert half.array.shape == (10, 10, 10)  # scipy's zoom: round(21 / 2)
+    np.testing.assert_allclose(half.spacing, np.array([0.1, 0.2, 0.3]) * 20 / 9)  # (21 - 1) / (10 - 1)
+    np.testing.assert_allclose(half.origin, image.origin)
+    for bad in (dict(resample=0.0), dict(close_mm=-1.0), dict(blur_mm=-0.1), dict(resample=50.0)):
+        with pytest.raises(BoneKitError):
+            clean_binary(image, 50, **bad)
+    with pytest.raises(BoneKitError, match="No bone"):
+        clean_binary(image, 500)

@@ -325,6 +325,21 @@ def cmd_morphometry(args) -> int:
     return 0
 
 
+def cmd_binarise(args) -> int:
+    from .io import read_volume, write_volume
+    from .morphometry import clean_binary
+
+    _not_an_input(Path(args.out), args.image)
+    image = read_volume(args.image, spacing=_spacing(args.spacing))
+    binary, level, method = clean_binary(image, args.threshold, blur_mm=args.blur, resample=args.resample,
+                                         close_mm=args.close, largest=args.largest)
+    write_volume(binary, args.out)
+    fraction = float(binary.array.mean())
+    print(f"threshold {method} = {level:g}; {'x'.join(map(str, binary.size))} voxels of "
+          f"{' x '.join(f'{s:.6g}' for s in binary.spacing)} mm; BV/TV {fraction:.4%} -> {args.out}")
+    return 0
+
+
 def cmd_focal(args) -> int:
     from .focal import MAP_NAMES, FocalParameters, FocalResult, focal_regions, pooled
     from .io import read_volume, write_json, write_volume
@@ -636,6 +651,22 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also report ITKBoneMorphometry's plate-model values (isotropic voxels only)")
     p.add_argument("--json", required=True, metavar="OUT.json", help="results with units")
     p.set_defaults(func=cmd_morphometry)
+
+    p = sub.add_parser("binarise", help="a cleaned binary bone image (blur, resample, threshold, closing, largest "
+                                       "component), as micro-FE pipelines such as ciclope prepare one")
+    p.add_argument("image", help="micro-CT image (grey levels)")
+    p.add_argument("--spacing", metavar="SX,SY,SZ", help="voxel size in mm replacing the header's")
+    p.add_argument("--threshold", default="default", metavar="default|isodata|otsu|VALUE",
+                   help="as for morphometry, on the resampled image; bone is value > threshold")
+    p.add_argument("--blur", type=float, default=0.0, metavar="SIGMA_MM", help="Gaussian blur first")
+    p.add_argument("--resample", type=float, default=1.0, metavar="FACTOR",
+                   help="voxels FACTOR times larger (spline of order 2, as scipy.ndimage.zoom)")
+    p.add_argument("--close", type=float, default=0.0, metavar="RADIUS_MM",
+                   help="closing by a ball of this radius (on the resampled grid)")
+    p.add_argument("--largest", action="store_true", help="keep the largest 6-connected component")
+    p.add_argument("--out", required=True, metavar="BINARY.nii.gz",
+                   help="binary image (1 = bone); measure it with bonekit morphometry --binary")
+    p.set_defaults(func=cmd_binarise)
 
     p = sub.add_parser("focal", help="focal bone-loss maps (IncptWidth, focal BMD and BMC loss; Li et al. 2022)")
     p.add_argument("ct", help="CT image (HU)")

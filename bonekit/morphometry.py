@@ -93,11 +93,9 @@ def binarise(image: Volume, threshold="default", mask: np.ndarray | None = None,
             raise BoneKitError(f"--binary was given but the image holds {values.size} different values; "
                                "leave it out to threshold a grey-level image.")
         return None, "binary", array != 0
-    if blur_mm < 0:
-        raise BoneKitError(f"The blur must be a sigma in mm >= 0, not {blur_mm}.")
+    sigma = _sigma_voxels(image, blur_mm)
     if blur_mm > 0:
-        array = ndimage.gaussian_filter(array.astype(np.float32), blur_mm / np.asarray(image.spacing_kji),
-                                        mode="nearest")
+        array = ndimage.gaussian_filter(array.astype(np.float32), sigma, mode="nearest")
     if isinstance(threshold, str):
         try:
             threshold = float(threshold)
@@ -106,6 +104,60 @@ def binarise(image: Volume, threshold="default", mask: np.ndarray | None = None,
     level, bone = threshold_image(array, threshold, mask=mask)
     method = "fixed" if isinstance(threshold, (int, float)) else str(threshold).lower()
     return float(level), method, bone
+
+
+def clean_binary(image: Volume, threshold="default", blur_mm: float = 0.0, resample: float = 1.0,
+                 close_mm: float = 0.0, largest: bool = False) -> tuple[Volume, float, str]:
+    """A cleaned binary bone image, as micro-FE pipelines prepare one (ciclope's LHDL example:
+    blur 1 voxel, resample 2, threshold 63, closing by a ball of 3 voxels, largest component).
+
+    In order: a Gaussian blur (sigma ``blur_mm``, edges extended); resampling to voxels
+    ``resample`` times larger (spline of order 2, as ``scipy.ndimage.zoom``: the first and last
+    voxel centres stay, so the new spacing is exact); the threshold (bone is value > level,
+    ``threshold`` as in :func:`binarise`); a closing by a ball of radius ``close_mm`` (edges
+    mirrored); the largest 6-connected component. Returns (binary uint8 volume with its geometry,
+    level, method); measure it with ``morphometry(..., binary=True)``."""
+    if resample <= 0 or not np.isfinite(resample):
+        raise BoneKitError(f"The resampling factor must be positive, not {resample}.")
+    if close_mm < 0:
+        raise BoneKitError(f"The closing radius must be in mm >= 0, not {close_mm}.")
+    work = image
+    if blur_mm:
+        work = image.with_array(ndimage.gaussian_filter(np.asarray(image.array, dtype=np.float64),
+                                                        _sigma_voxels(image, blur_mm), mode="nearest"))
+    if resample != 1.0:
+        n_in = np.array(work.array.shape)
+        array = ndimage.zoom(np.asarray(work.array, dtype=np.float64), 1.0 / resample, order=2)
+        n_out = np.array(array.shape)
+        if (n_out < 2).any():
+            raise BoneKitError(f"Resampling by {resample} leaves {tuple(n_out)} voxels: use a smaller factor.")
+        stretch = (n_in - 1) / (n_out - 1)  # k, j, i
+        work = Volume.from_geometry(array, spacing=work.spacing * stretch[::-1], origin=work.origin,
+                                    direction=work.direction, modality=work.modality, units=work.units)
+    level, method, bone = binarise(work, threshold)
+    if close_mm > 0:
+        spacing = np.asarray(work.spacing_kji)
+        reach = close_mm * (1 + 1e-6)  # headers keep spacings to single precision
+        r = np.floor(reach / spacing).astype(int)
+        grid = np.ogrid[tuple(slice(-a, a + 1) for a in r)]
+        ball = sum((g * s) ** 2 for g, s in zip(grid, spacing)) <= reach ** 2
+        bone = ndimage.grey_erosion(ndimage.grey_dilation(bone.astype(np.uint8), footprint=ball, mode="reflect"),
+                                    footprint=ball, mode="reflect").astype(bool)
+    if largest:
+        parts, n = ndimage.label(bone)
+        if n > 1:
+            sizes = np.bincount(parts.ravel())
+            sizes[0] = 0
+            bone = parts == sizes.argmax()
+    if not bone.any():
+        raise BoneKitError(f"No bone left at threshold {level:g}: check the threshold.")
+    return work.with_array(bone.astype(np.uint8), units="label", modality=None), level, method
+
+
+def _sigma_voxels(image: Volume, sigma_mm: float) -> np.ndarray:
+    if sigma_mm < 0:
+        raise BoneKitError(f"The blur must be a sigma in mm >= 0, not {sigma_mm}.")
+    return sigma_mm / np.asarray(image.spacing_kji)
 
 
 def _surface_mesh(bone: np.ndarray, region: np.ndarray, spacing_kji, smooth_voxels: float = 0.0):
