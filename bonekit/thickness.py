@@ -296,17 +296,25 @@ def _ridge_centres(dt2, spacing, pad, templates):
 
 
 @numba.njit(cache=True)
+def _isqrt(n):
+    """floor(sqrt(n)) of an integer n >= 0 (below 2^52: the float root is off by at most one)."""
+    if n <= 0:
+        return 0
+    k = int(np.sqrt(n))
+    while k * k > n:
+        k -= 1
+    while (k + 1) * (k + 1) <= n:
+        k += 1
+    return k
+
+
+@numba.njit(cache=True)
 def _half_width(rem, s, iso):
     """floor(sqrt(rem) / s): the half-width in voxels of a ball's chord (``rem`` is integer when iso)."""
     if rem <= 0.0:
         return 0
     if iso:
-        k = int(np.sqrt(rem))  # exact floor of sqrt of an integer below 2^52, after one correction
-        while k * k > rem:
-            k -= 1
-        while (k + 1) * (k + 1) <= rem:
-            k += 1
-        return k
+        return _isqrt(int(rem))
     return int(np.floor(np.sqrt(rem) / s + 1e-9))
 
 
@@ -452,19 +460,6 @@ def _paint_large_balls(out, centres, r2, spacing, iso, least):
                 if rem >= -tol:
                     rx = isqrt[int(rem)] if isqrt.shape[0] else _half_width(rem, sx, iso)
                     _paint_interval(out[z, y], nxt[y], max(centres[p, 2] - rx, 0), min(centres[p, 2] + rx, nx - 1), v)
-
-
-@numba.njit(cache=True)
-def _isqrt(n):
-    """floor(sqrt(n)) of an integer n >= 0."""
-    if n <= 0:
-        return 0
-    k = int(np.sqrt(n))
-    while k * k > n:
-        k -= 1
-    while (k + 1) * (k + 1) <= n:
-        k += 1
-    return k
 
 
 @numba.njit(cache=True)
@@ -841,16 +836,11 @@ def local_thickness(binary: np.ndarray, spacing=1.0, periodic: bool = False, cle
     # balls much wider than a voxel: painted by rows in descending size (cost ~ area, not volume);
     # the rest (most balls in trabecular bone) one voxel at a time, keeping the maximum
     large = (_LARGE_BALL_VOXELS * work.min()) ** 2
-    structure = _structure_to_prune(dt2, binary, centres, r2, large, pad) if iso else None
-    if structure is not None:
+    left_out = _balls_to_leave_out(dt2, binary, centres, r2, large, pad) if iso else None
+    if left_out is not None:
         # many rows of large balls to paint, most of them inside larger balls (a large pore,
         # BoneJ's worst case): leave those out, then set the voxels off the structure exactly
-        which = np.flatnonzero(r2 >= large)
-        top = np.full(dt2.size, -1, np.int64)
-        redundant = np.zeros(r2.shape, bool)
-        redundant[which] = _redundant_balls(dt2, structure, centres, r2, which, pad, _CAP_COLUMNS,
-                                            64 * numba.get_num_threads(), top)
-        del top
+        structure, redundant = left_out
         kept_centres, kept_r2 = centres[~redundant], r2[~redundant]
     else:
         kept_centres, kept_r2 = centres, r2
@@ -858,7 +848,7 @@ def local_thickness(binary: np.ndarray, spacing=1.0, periodic: bool = False, cle
     painted[...] = 0.0
     _paint_large_balls(painted, kept_centres, kept_r2, work, iso, large)
     _paint_balls(painted, kept_centres, kept_r2, work, iso, large, max(1, numba.get_num_threads() * 2))
-    if structure is not None:
+    if left_out is not None:
         _paint_background(painted, structure, centres, r2)
     if periodic:  # painted on the padded grid, balls whole: fold the overhang back onto the tile
         painted = _fold_max(painted, pad, binary.shape)
@@ -866,11 +856,12 @@ def local_thickness(binary: np.ndarray, spacing=1.0, periodic: bool = False, cle
     return _finish(painted, binary, empty if region is None else region, unit, clean_up, periodic)
 
 
-def _structure_to_prune(dt2, binary, centres, r2, large, pad):
-    """The structure on the painting grid when leaving redundant balls out pays, else None.
+def _balls_to_leave_out(dt2, binary, centres, r2, large, pad):
+    """(structure on the painting grid, mask of the ridge balls to leave out) when leaving the
+    redundant large balls out pays, else None.
 
-    Painting costs a step per row a large ball crosses; the pruning test and the exact pass off
-    the structure cost a few steps per voxel. So prune when the large balls cross more than
+    Painting costs a step per row a large ball crosses; the test and the exact pass off the
+    structure cost a few steps per voxel. So leave balls out when the large balls cross more than
     ``_PRUNE_ROWS_PER_VOXEL`` rows per voxel and a sample of them shows that the redundant ones
     alone would save that many (irregular pores are covered by unions of balls, rarely by one)."""
     which = np.flatnonzero(r2 >= large)
@@ -878,11 +869,15 @@ def _structure_to_prune(dt2, binary, centres, r2, large, pad):
     if not _PRUNE or which.size == 0 or rows.sum() <= _PRUNE_ROWS_PER_VOXEL * dt2.size:
         return None
     structure = np.pad(binary, pad, mode="wrap") if pad else binary
+    top = np.full(dt2.size, -1, np.int64)  # the ascent's memo, shared by the sample and the rest
     sample = np.random.default_rng(0).choice(which.size, min(which.size, _PRUNE_SAMPLE), replace=False)
-    top = np.full(dt2.size, -1, np.int64)
     redundant = _redundant_balls(dt2, structure, centres, r2, which[sample], pad, _CAP_COLUMNS, 8, top)
-    saved = rows.sum() * rows[sample][redundant].sum() / rows[sample].sum()
-    return structure if saved > _PRUNE_ROWS_PER_VOXEL * dt2.size else None
+    if rows.sum() * rows[sample][redundant].sum() / rows[sample].sum() <= _PRUNE_ROWS_PER_VOXEL * dt2.size:
+        return None
+    left_out = np.zeros(r2.shape, bool)
+    left_out[which] = _redundant_balls(dt2, structure, centres, r2, which, pad, _CAP_COLUMNS,
+                                       64 * numba.get_num_threads(), top)
+    return structure, left_out
 
 
 def _squared_distance(binary: np.ndarray, spacing: np.ndarray, periodic: bool) -> tuple[np.ndarray, int]:
