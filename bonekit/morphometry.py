@@ -93,9 +93,7 @@ def binarise(image: Volume, threshold="default", mask: np.ndarray | None = None,
             raise BoneKitError(f"--binary was given but the image holds {values.size} different values; "
                                "leave it out to threshold a grey-level image.")
         return None, "binary", array != 0
-    sigma = _sigma_voxels(image, blur_mm)
-    if blur_mm > 0:
-        array = ndimage.gaussian_filter(array.astype(np.float32), sigma, mode="nearest")
+    array = _blurred(array, image.spacing_kji, blur_mm, np.float32)
     if isinstance(threshold, str):
         try:
             threshold = float(threshold)
@@ -123,8 +121,7 @@ def clean_binary(image: Volume, threshold="default", blur_mm: float = 0.0, resam
         raise BoneKitError(f"The closing radius must be in mm >= 0, not {close_mm}.")
     work = image
     if blur_mm:
-        work = image.with_array(ndimage.gaussian_filter(np.asarray(image.array, dtype=np.float64),
-                                                        _sigma_voxels(image, blur_mm), mode="nearest"))
+        work = image.with_array(_blurred(image.array, image.spacing_kji, blur_mm, np.float64))
     if resample != 1.0:
         n_in = np.array(work.array.shape)
         array = ndimage.zoom(np.asarray(work.array, dtype=np.float64), 1.0 / resample, order=2)
@@ -154,10 +151,13 @@ def clean_binary(image: Volume, threshold="default", blur_mm: float = 0.0, resam
     return work.with_array(bone.astype(np.uint8), units="label", modality=None), level, method
 
 
-def _sigma_voxels(image: Volume, sigma_mm: float) -> np.ndarray:
+def _blurred(array: np.ndarray, spacing_kji, sigma_mm: float, dtype) -> np.ndarray:
+    """``array`` after a Gaussian of ``sigma_mm`` (edges extended), as ``dtype``; unchanged if 0."""
     if sigma_mm < 0:
         raise BoneKitError(f"The blur must be a sigma in mm >= 0, not {sigma_mm}.")
-    return sigma_mm / np.asarray(image.spacing_kji)
+    if sigma_mm == 0:
+        return array
+    return ndimage.gaussian_filter(np.asarray(array, dtype=dtype), sigma_mm / np.asarray(spacing_kji), mode="nearest")
 
 
 def _surface_mesh(bone: np.ndarray, region: np.ndarray, spacing_kji, smooth_voxels: float = 0.0):

@@ -53,7 +53,6 @@ _INF = np.inf
 _TEMPLATE_V = 200 * 200
 _SHORT_RUN = 24  # distance-transform runs up to this long: brute force
 _LARGE_BALL_VOXELS = 6.0  # ball radius (voxels) from which painting by rows pays
-_PRUNE = True
 _PRUNE_ROWS_PER_VOXEL = 8.0  # rows of large balls saved per voxel from which leaving balls out pays
 _PRUNE_SAMPLE = 2000  # large balls tested to estimate what leaving balls out saves
 _CAP_COLUMNS = 4096  # most columns scanned to show that a ball adds nothing
@@ -866,7 +865,7 @@ def _balls_to_leave_out(dt2, binary, centres, r2, large, pad):
     alone would save that many (irregular pores are covered by unions of balls, rarely by one)."""
     which = np.flatnonzero(r2 >= large)
     rows = np.pi * r2[which]
-    if not _PRUNE or which.size == 0 or rows.sum() <= _PRUNE_ROWS_PER_VOXEL * dt2.size:
+    if which.size == 0 or rows.sum() <= _PRUNE_ROWS_PER_VOXEL * dt2.size:
         return None
     structure = np.pad(binary, pad, mode="wrap") if pad else binary
     top = np.full(dt2.size, -1, np.int64)  # the ascent's memo, shared by the sample and the rest
