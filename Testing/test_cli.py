@@ -117,6 +117,22 @@ def test_segment_then_vertebra(scan, tmp_path, capsys, spine_case):
     assert all(r["BMD"] is None and r["HU"] is not None for r in result["vertebrae"])
 
 
+def test_vertebra_cut_by_the_scan_edge_prints_why_it_is_not_graded(tmp_path, capsys, spine_case):
+    """The CT cropped through L1 (the last vertebra along k): its heights print as '-' with the reason."""
+    ct, labels = spine_case["phantom"].ct, spine_case["labels"]
+    ks = np.nonzero((labels.array == 20).any(axis=(1, 2)))[0]
+    box = (slice(None, int(ks.mean())), slice(None), slice(None))
+    write_volume(ct.crop(box), tmp_path / "ct.nii.gz")
+    write_volume(labels.crop(box), tmp_path / "labels.nii.gz")
+    assert ks[-1] > max(np.nonzero((labels.array == v).any(axis=(1, 2)))[0][-1] for v in (21, 22, 23, 24))
+    assert main(["vertebra", str(tmp_path / "ct.nii.gz"), "--labels", str(tmp_path / "labels.nii.gz"),
+                 "--out", str(tmp_path / "m"), "--json", str(tmp_path / "v.json")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.strip().startswith("L1 "))
+    assert line.split()[2:5] == ["-", "-", "-"] and "n/a" in line and "field of view" in line
+    l1 = json.loads((tmp_path / "v.json").read_text())["vertebrae"][0]
+    assert l1["vertebra"] == "L1" and l1["Genant.grade"] is None and "field of view" in l1["note"]
+
+
 @pytest.mark.parametrize("argv, message", [
     (["segment", "{scan}/ct.nii.gz", "--points", "{tmp}/far.csv", "--out", "{tmp}/l.nii.gz"], "outside the image"),
     (["segment", "{scan}/ct.nii.gz", "--points", "{tmp}/missing.csv", "--out", "{tmp}/l.nii.gz"], "does not exist"),

@@ -190,3 +190,39 @@ def test_heights_do_not_depend_on_the_storage_order():
     for a, b in zip(rows, again):
         assert [a.Ha, a.Hm, a.Hp] == pytest.approx([b.Ha, b.Hm, b.Hp], abs=0.05), a.vertebra
         assert (a.grade, a.fracture_type) == (b.grade, b.fracture_type)
+
+
+def test_vertebra_cut_by_the_field_of_view_is_measured_but_not_graded():
+    """A body cut by the edge of the scan has truncated heights that would read as a crush
+    fracture: it keeps its volume and HU, but no heights or grade, and says why; the others are
+    unchanged."""
+    phantom, rows = _chain(("T12", "L1", "L2"), (("L1", "wedge", 0.30),), 5)
+    lab = phantom.labels.array
+    k = {r.label: np.nonzero((lab == r.label).any(axis=(1, 2)))[0] for r in rows}
+    cut_id = min(k, key=lambda v: k[v][0])            # the vertebra at the low end of the k axis
+    box = (slice(int(k[cut_id].mean()), None), slice(None), slice(None))
+    again, _ = analyse_vertebrae(phantom.ct.crop(box), phantom.labels.crop(box))
+    assert [r.label for r in again] == [r.label for r in rows]
+    for a, b in zip(rows, again):
+        if a.label == cut_id:
+            assert (b.Ha, b.Hm, b.Hp, b.wedge, b.grade, b.fracture_type) == (None,) * 6
+            assert "field of view" in b.note and b.HU is not None and b.body_volume > 0
+        else:
+            assert [b.Ha, b.Hm, b.Hp] == pytest.approx([a.Ha, a.Hm, a.Hp], abs=0.05), a.vertebra
+            assert (b.grade, b.fracture_type, b.note) == (a.grade, a.fracture_type, None)
+
+
+def test_fragment_without_a_body_is_reported_not_fatal(shared_data):
+    """TotalSegmentator's crop holds 70 voxels of T11: no body to measure; the batch goes on."""
+    from bonekit.io import read_volume
+
+    folder = shared_data / "spine_ct" / "totalsegmentator_example"
+    ct, seg = read_volume(folder / "example_ct_sm.nii.gz"), read_volume(folder / "example_seg.nii.gz")
+    lut = np.zeros(256, np.uint8)
+    lut[[30, 31, 32, 33]] = [21, 20, 19, 18]  # TotalSegmentator v2 ids -> VerSe L2, L1, T12, T11
+    rows, masks = analyse_vertebrae(ct, seg.with_array(lut[seg.array.astype(np.uint8)]))
+    by_name = {r.vertebra: r for r in rows}
+    assert set(by_name) == {"T11", "T12", "L1", "L2"}
+    assert by_name["T11"].body_volume == 0 and by_name["T11"].HU is None and "no vertebral body" in by_name["T11"].note
+    assert not (masks.body.array == 18).any()
+    assert by_name["L1"].note is None and by_name["L1"].Hp > 0 and by_name["L1"].grade is not None

@@ -27,8 +27,6 @@ import json
 import time
 from pathlib import Path
 
-import numpy as np
-
 TRAIN = ("10_07131", "1_67976", "5_06219")
 HELD_OUT = ("9_04216", "9_67960")
 SPACING = 0.0512998

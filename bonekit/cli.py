@@ -278,7 +278,9 @@ def cmd_vertebra(args) -> int:
     for r in rows:
         shown = r.BMD if calibration else r.HU
         grade = f"grade {r.grade} {r.fracture_type or ''}".rstrip() if r.grade is not None else "n/a"
-        print(f"  {r.vertebra:<5} {shown:18.1f} {r.Ha:5.1f} {r.Hm:5.1f} {r.Hp:5.1f}  {grade}")
+        cells = " ".join(f"{v:{w}.1f}" if v is not None else f"{'-':>{w}}" for v, w in
+                         ((shown, 18), (r.Ha, 5), (r.Hm, 5), (r.Hp, 5)))
+        print(f"  {r.vertebra:<5} {cells}  {grade}" + (f"  ({r.note})" if r.note else ""))
     print(f"masks ({', '.join(files.values())}) -> {out}; results -> {args.json}")
     return 0
 

@@ -264,7 +264,6 @@ class _Vertebra:
 
 
 def _build_spine(cfg: PhantomConfig, rng: np.random.Generator) -> list[_Vertebra]:
-    n = len(cfg.vertebrae)
     fractures = {f.vertebra: f for f in cfg.fractures}
     dims = []
     for idx, name in enumerate(cfg.vertebrae):
@@ -369,7 +368,6 @@ def spine_phantom(config: PhantomConfig | None = None, progress: ProgressCallbac
 
     # ---- background: soft tissue, posterior fat, air, optional calibration pad (HU)
     hu = np.full((nz, ny, nx), 45.0, dtype=np.float32)
-    Y = ys[None, :, None]
     hu[:, (ys > skin_y - 14.0) & (ys <= skin_y), :] = -95.0
     hu[:, ys > skin_y, :] = -1000.0
     density = np.zeros((nz, ny, nx), dtype=np.float32)

@@ -82,6 +82,7 @@ class VertebraResult(Result):
     grade: int | None = quantity(None, "Genant grade 0-3 (<20, 20-25, 25-40, >=40 % height loss)", name="Genant.grade")
     fracture_type: str | None = quantity(None, "wedge, biconcave or crush (grade >= 1)", name="Genant.type")
     calibrated: bool = quantity(None, "True when BMD comes from a calibration")
+    note: str | None = quantity(None, "why a measure is missing (no body in the mask, cut by the field of view)")
 
 
 @dataclass
@@ -425,10 +426,18 @@ def analyse_vertebrae(ct: Volume, labels: Volume, calibration: Calibration | Non
         origin = centroids[vid]
         block = _sub_block(ct, offset)
         frames[vid], body = _body_frame(block, vertebra, origin, frames[vid])
+        if not body.any():  # a fragment: nothing to measure, but say so rather than fail the batch
+            rows.append(VertebraResult(vertebra=name, label=vid, vertebra_volume=float(vertebra.sum() * vox),
+                                       body_volume=0.0, roi_volume=0.0, calibrated=calibration is not None,
+                                       note="no vertebral body in the mask (a fragment?): not measured"))
+            continue
         roi = trabecular_roi(body, ct.spacing_kji, p.erosion_mm)
         body_map[pad][body] = vid
         roi_map[pad][roi] = vid
         geo = _geometry(block, body, hu[pad], origin, frames[vid], p)
+        cut = any(s.start == 0 or s.stop == n_ for s, n_ in zip(sl, lab.shape))
+        if cut:  # truncated heights would read as a fracture
+            geo["heights"] = {k: None for k in geo["heights"]}
         frame = frames[vid]
         centre = origin + frame @ np.array([geo["x_mid"], geo["y_front"] + p.voi_inset_mm + p.voi_diameter_mm / 2,
                                             geo["z_c"]])
@@ -450,9 +459,10 @@ def analyse_vertebrae(ct: Volume, labels: Volume, calibration: Calibration | Non
             VOI_BMD=float(calibration.bmd(voi_hu.mean())) if calibration is not None and voi_hu.size else None,
             voi_x=float(centre[0]), voi_y=float(centre[1]), voi_z=float(centre[2]),
             Ha=ha, Hm=hm, Hp=hp,
-            wedge=1 - ha / hp if hp > 0 else None,
-            biconcave=1 - hm / max(ha, hp) if max(ha, hp) > 0 else None,
-            calibrated=calibration is not None))
+            wedge=1 - ha / hp if not cut and hp > 0 else None,
+            biconcave=1 - hm / max(ha, hp) if not cut and max(ha, hp) > 0 else None,
+            calibrated=calibration is not None,
+            note="cut by the field of view: heights and grade not measured" if cut else None))
     _grade(rows)
     report(1.0, "vertebra analysis done")
     masks = VertebraMasks(*(labels.with_array(m, units="label", modality="SEG") for m in (body_map, roi_map, voi_map)))

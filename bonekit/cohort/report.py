@@ -62,6 +62,7 @@ TABLE_COLUMNS = (
     ("focal.IncptWidth", "IncptWidth (mm)", 2, 1),
     ("focal.FocalBMDLoss", "Focal BMD loss (1)", 3, 1),
     ("focal.FocalBMCLoss", "Focal BMC loss (mm)", 3, 1),
+    ("note", "Note", None, 1),
 )
 
 _WINDOW_HU = (-300.0, 1300.0)          # bone window of the CT underlay (level 500, width 1600)
